@@ -1,0 +1,167 @@
+//! Durable state behind one small async trait. The embedded backend
+//! (`redb`) is the default; every backend passes the same conformance suite
+//! in [`conformance`].
+//!
+//! The store holds no lifecycle rule: it offers atomic operations whose
+//! outcomes the engine interprets (for example, "retire this refresh token
+//! if it is still current").
+
+pub mod conformance;
+pub mod redb;
+
+use async_trait::async_trait;
+
+use crate::core::clock::UnixTime;
+use crate::core::ids::{ClientId, SessionId, Subject};
+use crate::core::model::{
+    Client, Ended, RefreshRecord, Revocation, Session, SessionFilter, TokenHash,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or written; the caller should answer 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record could not be decoded: a bug or a damaged file.
+    #[error("corrupt record in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Outcome of [`Store::rotate_refresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The old token was current; it is now retired and the new one stored.
+    Rotated,
+    /// The old token was not current (already retired, or gone); nothing changed.
+    NotCurrent,
+}
+
+/// A session that an [`Store::end_sessions`] call ended (it was live before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSession {
+    pub id: SessionId,
+    pub client_id: ClientId,
+    pub subject: Subject,
+    /// Until when its access tokens could still verify: the revocation
+    /// index must hold the session until then.
+    pub access_cover_until: UnixTime,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub sessions: usize,
+    pub refresh_tokens: usize,
+    pub revocations: usize,
+    pub audit: usize,
+}
+
+impl SweepStats {
+    pub fn total(&self) -> usize {
+        self.sessions + self.refresh_tokens + self.revocations + self.audit
+    }
+}
+
+/// Every write returns only once it is durable (fsync'd or committed).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Is the backend reachable and writable?
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- clients -------------------------------------------------------
+    /// Insert a new client; `Conflict` if the id is taken.
+    async fn insert_client(&self, client: &Client) -> StoreResult<()>;
+    /// Replace an existing client; returns false if it does not exist.
+    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    async fn get_client(&self, id: &ClientId) -> StoreResult<Option<Client>>;
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Remove the client record; returns false if it did not exist. Its
+    /// sessions are ended by the engine before this call.
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<bool>;
+
+    // --- sessions and refresh tokens ---------------------------------
+    /// Store a new session and, if given, its first refresh token, atomically.
+    /// `Conflict` if the session's `reference` is already used by a live
+    /// session of the same client.
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: Option<&RefreshRecord>,
+    ) -> StoreResult<()>;
+    async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>>;
+    /// The live session of `client` opened with this reference hash, if any.
+    async fn find_session_by_reference(
+        &self,
+        client: &ClientId,
+        reference: &TokenHash,
+    ) -> StoreResult<Option<Session>>;
+    /// Sessions matching the filter, newest first, at most `filter.limit`
+    /// (0 = no limit). Without `include_ended`, only sessions that are not
+    /// ended and not past `expires_at` at `now`.
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>>;
+    /// Raise the session's `access_cover_until` to at least `until`
+    /// (an access token was issued without a refresh rotation).
+    async fn extend_access_cover(&self, id: &SessionId, until: UnixTime) -> StoreResult<()>;
+
+    async fn get_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>>;
+    /// Atomically: if the token `old` is current, retire it (at `now`, naming
+    /// `new.hash` as successor), store `new` as current, and raise the
+    /// session's `access_cover_until` to `access_exp`.
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        new: &RefreshRecord,
+        now: UnixTime,
+        access_exp: UnixTime,
+    ) -> StoreResult<RotateOutcome>;
+
+    /// End each listed session that is still not ended: set `ended`, move
+    /// `delete_after` to at least `delete_after`, remember the session in
+    /// the revocation table until its `access_cover_until`, and append an
+    /// audit record. Returns only the sessions this call ended; sessions
+    /// already ended or unknown are skipped (ending is idempotent).
+    async fn end_sessions(
+        &self,
+        ids: &[SessionId],
+        ended: &Ended,
+        delete_after: UnixTime,
+    ) -> StoreResult<Vec<EndedSession>>;
+    /// Ids of every not-yet-ended session of `subject` (optionally only
+    /// those of `client`).
+    async fn sessions_of_subject(
+        &self,
+        subject: &Subject,
+        client: Option<&ClientId>,
+    ) -> StoreResult<Vec<SessionId>>;
+    /// Ids of every not-yet-ended session of `client`.
+    async fn sessions_of_client(&self, client: &ClientId) -> StoreResult<Vec<SessionId>>;
+
+    /// Every ended session whose access tokens may still verify at `now`,
+    /// with the time until which it must be remembered. Used to rebuild the
+    /// in-memory revocation index at start.
+    async fn active_revocations(&self, now: UnixTime) -> StoreResult<Vec<(SessionId, UnixTime)>>;
+    /// The audit trail, newest first, at most `limit`.
+    async fn audit_log(&self, limit: usize) -> StoreResult<Vec<Revocation>>;
+
+    /// Delete at most `batch` expired records of each kind: sessions whose
+    /// `delete_after` has passed (with their index rows), refresh tokens
+    /// past `expires_at`, revocation rows past their cover, audit records
+    /// older than `audit_before`.
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        audit_before: UnixTime,
+        batch: usize,
+    ) -> StoreResult<SweepStats>;
+
+    /// How many sessions are live (not ended, not past expiry) — may count
+    /// expired sessions the sweeper has not reached yet.
+    async fn live_session_count(&self) -> StoreResult<u64>;
+}
