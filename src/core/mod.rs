@@ -14,6 +14,6 @@ pub mod revocation;
 pub mod secrets;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-// pub use engine::Engine;
-// pub use error::EngineError;
+pub use engine::Engine;
+pub use error::EngineError;
 pub use ids::{ClientId, SessionId, Subject};

@@ -106,14 +106,19 @@ pub trait Store: Send + Sync + 'static {
         filter: &SessionFilter,
         now: UnixTime,
     ) -> StoreResult<Vec<Session>>;
-    /// Raise the session's `access_cover_until` to at least `until`
-    /// (an access token was issued without a refresh rotation).
-    async fn extend_access_cover(&self, id: &SessionId, until: UnixTime) -> StoreResult<()>;
+    /// Raise the session's `access_cover_until` to at least `until` (an
+    /// access token is about to be issued without a refresh rotation).
+    /// Returns false, changing nothing, if the session is unknown or ended:
+    /// the caller must then not issue the token. (This ordering is what
+    /// keeps a token issued concurrently with an end inside the revocation
+    /// index's cover.)
+    async fn extend_access_cover(&self, id: &SessionId, until: UnixTime) -> StoreResult<bool>;
 
     async fn get_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>>;
-    /// Atomically: if the token `old` is current, retire it (at `now`, naming
-    /// `new.hash` as successor), store `new` as current, and raise the
-    /// session's `access_cover_until` to `access_exp`.
+    /// Atomically: if the token `old` is current and its session exists and
+    /// is not ended, retire it (at `now`, naming `new.hash` as successor),
+    /// store `new` as current, and raise the session's `access_cover_until`
+    /// to `access_exp`. Otherwise `NotCurrent` and nothing changes.
     async fn rotate_refresh(
         &self,
         old: &TokenHash,

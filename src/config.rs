@@ -1,0 +1,209 @@
+//! Typed settings, layered: defaults → TOML file → `TESSERA_<SETTING>`
+//! environment variables → command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::core::engine::EngineSettings;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on (`host:port`; port 0 picks a free port).
+    pub listen: String,
+    /// Where the embedded store, signing keys and admin token live.
+    pub data_dir: PathBuf,
+    /// `iss` of issued tokens; derived from the listen address when unset.
+    pub issuer: Option<String>,
+    /// Default access-token lifetime for clients that set none.
+    pub access_token_ttl_seconds: i64,
+    /// Upper bound on any access-token lifetime.
+    pub max_access_token_ttl_seconds: i64,
+    /// Default refresh-token lifetime for clients that set none.
+    pub refresh_token_ttl_seconds: i64,
+    /// Absolute lifetime of a session with refresh tokens.
+    pub session_lifetime_seconds: i64,
+    /// Window in which a retried refresh gets its successor again instead of
+    /// ending the session (RFC 9700 §4.14.2); 0 turns it off.
+    pub refresh_grace_seconds: i64,
+    /// How long ended and expired sessions stay listable, and audit records kept.
+    pub ended_session_retention_seconds: i64,
+    /// How often the sweeper deletes expired records.
+    pub sweep_interval_seconds: u64,
+    /// Records of each kind deleted per sweep step.
+    pub sweep_batch: usize,
+    /// Failed client authentications tolerated per client per window.
+    pub client_auth_max_failures: u32,
+    pub client_auth_window_seconds: i64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests taking longer are answered 503.
+    pub request_timeout_seconds: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log: String,
+    /// The admin API token. When unset, read from (or created in)
+    /// `<data_dir>/admin.token`.
+    pub admin_token: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let e = EngineSettings::default();
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./tessera-data"),
+            issuer: None,
+            access_token_ttl_seconds: e.access_token_ttl,
+            max_access_token_ttl_seconds: e.max_access_token_ttl,
+            refresh_token_ttl_seconds: e.refresh_token_ttl,
+            session_lifetime_seconds: e.session_lifetime,
+            refresh_grace_seconds: e.refresh_grace,
+            ended_session_retention_seconds: e.ended_retention,
+            sweep_interval_seconds: 60,
+            sweep_batch: e.sweep_batch,
+            client_auth_max_failures: e.client_auth_max_failures,
+            client_auth_window_seconds: e.client_auth_window,
+            max_body_bytes: 64 * 1024,
+            request_timeout_seconds: 30,
+            log_format: "text".into(),
+            log: "info".into(),
+            admin_token: None,
+        }
+    }
+}
+
+/// Flags given on the command line; only those set override the layers below.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Environment variables that belong to tools around the server (the CLI,
+/// the test suite) rather than to `Settings`.
+const NOT_SETTINGS: &[&str] = &["SERVER", "TEST_DATABASE_URL", "BIN"];
+
+impl Settings {
+    /// Load the layers. A missing `config` file is an error; unknown keys in
+    /// the file are errors too, so a typo never silently keeps a default.
+    pub fn load(config: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config {
+            if !path.is_file() {
+                return Err(ConfigError(format!("config file {} not found", path.display())));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("TESSERA_").filter(|k| {
+            !NOT_SETTINGS
+                .iter()
+                .any(|n| k.as_str().eq_ignore_ascii_case(n))
+        });
+        let settings: Settings = fig
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("access_token_ttl_seconds", self.access_token_ttl_seconds),
+            ("max_access_token_ttl_seconds", self.max_access_token_ttl_seconds),
+            ("refresh_token_ttl_seconds", self.refresh_token_ttl_seconds),
+            ("session_lifetime_seconds", self.session_lifetime_seconds),
+        ];
+        for (name, v) in positive {
+            if v < 1 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        if self.refresh_grace_seconds < 0 || self.ended_session_retention_seconds < 0 {
+            return Err(ConfigError(
+                "refresh_grace_seconds and ended_session_retention_seconds must not be negative".into(),
+            ));
+        }
+        if self.access_token_ttl_seconds > self.max_access_token_ttl_seconds {
+            return Err(ConfigError(
+                "access_token_ttl_seconds must not exceed max_access_token_ttl_seconds".into(),
+            ));
+        }
+        if self.sweep_batch == 0 || self.sweep_interval_seconds == 0 {
+            return Err(ConfigError("sweep_batch and sweep_interval_seconds must be at least 1".into()));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError("log_format must be \"text\" or \"json\"".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError("max_body_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// The engine's part of the settings; `issuer` is the resolved one.
+    pub fn engine(&self, issuer: String) -> EngineSettings {
+        EngineSettings {
+            issuer,
+            access_token_ttl: self.access_token_ttl_seconds,
+            max_access_token_ttl: self.max_access_token_ttl_seconds,
+            refresh_token_ttl: self.refresh_token_ttl_seconds,
+            session_lifetime: self.session_lifetime_seconds,
+            refresh_grace: self.refresh_grace_seconds,
+            ended_retention: self.ended_session_retention_seconds,
+            client_auth_max_failures: self.client_auth_max_failures,
+            client_auth_window: self.client_auth_window_seconds,
+            sweep_batch: self.sweep_batch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nrefresh_grace_seconds = 9\nsweep_batch = 7\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_REFRESH_GRACE_SECONDS", "3");
+            jail.set_env("TESSERA_SERVER", "http://elsewhere");
+            let o = Overrides {
+                listen: Some("127.0.0.1:2".into()),
+                ..Default::default()
+            };
+            let s = Settings::load(Some(&file), &o).unwrap();
+            assert_eq!(s.listen, "127.0.0.1:2"); // flag beats file
+            assert_eq!(s.refresh_grace_seconds, 3); // env beats file
+            assert_eq!(s.sweep_batch, 7); // file beats default
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "refresh_grace_secs = 9\n").unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        std::fs::write(&file, "log_format = \"xml\"\n").unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        assert!(Settings::load(Some(&dir.path().join("missing.toml")), &Overrides::default()).is_err());
+    }
+}

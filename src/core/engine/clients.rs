@@ -1,0 +1,282 @@
+//! Clients: registration, secret rotation, deletion, and authentication.
+//!
+//! Verifying an argon2id hash costs tens of milliseconds by design, far too
+//! much for every introspection call. A successful verification is cached
+//! as a keyed digest of the secret, tied to the client's secret version, so
+//! later calls compare 32 bytes in constant time.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Engine;
+use crate::core::clock::UnixTime;
+use crate::core::error::{EngineError, EngineResult};
+use crate::core::ids::ClientId;
+use crate::core::model::{Actor, Client, EndReason, GrantType, TokenHash};
+use crate::core::secrets::{ct_eq, hash_password, random_token, verify_password};
+
+/// How long a cached client record is trusted before it is read again.
+const CREDENTIAL_CACHE_SECS: i64 = 30;
+
+pub(super) struct CachedCredential {
+    digest: TokenHash,
+    secret_version: u32,
+    client: Arc<Client>,
+    fetched_at: UnixTime,
+}
+
+pub(super) struct Failures {
+    window_start: UnixTime,
+    count: u32,
+}
+
+/// What an administrator asks for when registering a client.
+#[derive(Debug, Clone, Default)]
+pub struct NewClient {
+    /// A chosen id (e.g. an existing API key); generated when `None`.
+    pub id: Option<ClientId>,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    /// Empty means [`GrantType::defaults`].
+    pub grant_types: Vec<GrantType>,
+    pub access_token_ttl: Option<i64>,
+    pub refresh_token_ttl: Option<i64>,
+}
+
+fn new_secret() -> SecretString {
+    SecretString::from(random_token(32))
+}
+
+fn check_redirect_uri(uri: &str) -> EngineResult<()> {
+    // RFC 6749 §3.1.2: absolute, no fragment. Loopback http is allowed for
+    // native apps (RFC 8252); everything else must be https or a private
+    // scheme (contains a '.' per RFC 8252 §7.1) .
+    let bad = |why: &str| Err(EngineError::InvalidRequest(format!("redirect_uri {uri:?} {why}")));
+    if uri.len() > 2048 || uri.chars().any(|c| c.is_control() || c == ' ') {
+        return bad("is not a valid URI");
+    }
+    if uri.contains('#') {
+        return bad("must not contain a fragment");
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return bad("must be absolute");
+    };
+    if scheme.is_empty() || rest.is_empty() {
+        return bad("must be absolute");
+    }
+    if scheme.eq_ignore_ascii_case("http") {
+        let host = rest.trim_start_matches("//");
+        let loopback = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .any(|h| host.starts_with(h) && matches!(host[h.len()..].chars().next(), None | Some(':' | '/' | '?')));
+        if !loopback {
+            return bad("must use https (plain http is allowed only for loopback)");
+        }
+    }
+    Ok(())
+}
+
+fn check_ttl(what: &str, ttl: Option<i64>, max: i64) -> EngineResult<()> {
+    match ttl {
+        Some(t) if t < 1 || t > max => Err(EngineError::InvalidRequest(format!(
+            "{what} must be between 1 and {max} seconds"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Engine {
+    fn secret_digest(&self, secret: &str) -> TokenHash {
+        self.hasher.hash("client-secret-cache", secret)
+    }
+
+    /// Register a client. The secret is returned once and stored only as an
+    /// argon2id hash.
+    pub async fn create_client(&self, req: NewClient) -> EngineResult<(Client, SecretString)> {
+        let name = req.name.trim().to_owned();
+        if name.is_empty() || name.len() > 200 {
+            return Err(EngineError::InvalidRequest("name must be 1 to 200 characters".into()));
+        }
+        for uri in &req.redirect_uris {
+            check_redirect_uri(uri)?;
+        }
+        check_ttl("access_token_ttl", req.access_token_ttl, self.settings.max_access_token_ttl)?;
+        check_ttl("refresh_token_ttl", req.refresh_token_ttl, self.settings.session_lifetime)?;
+        let mut grant_types = if req.grant_types.is_empty() {
+            GrantType::defaults()
+        } else {
+            req.grant_types
+        };
+        grant_types.dedup();
+        if grant_types.contains(&GrantType::AuthorizationCode) && req.redirect_uris.is_empty() {
+            return Err(EngineError::InvalidRequest(
+                "authorization_code needs at least one redirect_uri".into(),
+            ));
+        }
+        let secret = new_secret();
+        let secret_hash = hash_blocking(secret.clone()).await?;
+        let client = Client {
+            id: req.id.unwrap_or_else(ClientId::generate),
+            name,
+            secret_hash,
+            redirect_uris: req.redirect_uris,
+            grant_types,
+            access_token_ttl: req.access_token_ttl,
+            refresh_token_ttl: req.refresh_token_ttl,
+            created_at: self.now(),
+            secret_version: 0,
+        };
+        self.store.insert_client(&client).await?;
+        tracing::info!(client_id = %client.id, name = %client.name, "client created");
+        Ok((client, secret))
+    }
+
+    /// Replace a client's secret; the old one stops working at once.
+    pub async fn rotate_client_secret(&self, id: &ClientId) -> EngineResult<(Client, SecretString)> {
+        let mut client = self
+            .store
+            .get_client(id)
+            .await?
+            .ok_or(EngineError::NotFound("client"))?;
+        let secret = new_secret();
+        client.secret_hash = hash_blocking(secret.clone()).await?;
+        client.secret_version = client.secret_version.wrapping_add(1);
+        if !self.store.update_client(&client).await? {
+            return Err(EngineError::NotFound("client"));
+        }
+        self.creds.remove(id);
+        tracing::info!(client_id = %id, "client secret rotated");
+        Ok((client, secret))
+    }
+
+    /// Delete a client after ending every one of its sessions. Returns how
+    /// many sessions were ended.
+    pub async fn delete_client(&self, id: &ClientId) -> EngineResult<usize> {
+        if self.store.get_client(id).await?.is_none() {
+            return Err(EngineError::NotFound("client"));
+        }
+        let ids = self.store.sessions_of_client(id).await?;
+        let ended = self.end_sessions(&ids, EndReason::ClientDeleted, Actor::Admin).await?;
+        self.store.delete_client(id).await?;
+        self.creds.remove(id);
+        tracing::info!(client_id = %id, sessions_ended = ended, "client deleted");
+        Ok(ended)
+    }
+
+    pub async fn list_clients(&self) -> EngineResult<Vec<Client>> {
+        let mut clients = self.store.list_clients().await?;
+        clients.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(clients)
+    }
+
+    pub async fn get_client(&self, id: &ClientId) -> EngineResult<Option<Client>> {
+        Ok(self.store.get_client(id).await?)
+    }
+
+    /// Authenticate a client by id and secret. Unknown ids and wrong secrets
+    /// give the same error; repeated failures for one client are throttled.
+    pub async fn authenticate_client(&self, id: &str, secret: &str) -> EngineResult<Arc<Client>> {
+        let id = ClientId::parse(id).map_err(|_| EngineError::InvalidClient)?;
+        if secret.is_empty() || secret.len() > 512 {
+            return Err(EngineError::InvalidClient);
+        }
+        let now = self.now();
+        let digest = self.secret_digest(secret);
+        if let Some(c) = self.creds.get(&id) {
+            if now - c.fetched_at < CREDENTIAL_CACHE_SECS && ct_eq(&c.digest, &digest) {
+                return Ok(c.client.clone());
+            }
+        }
+        self.check_throttle(&id, now)?;
+        let client = match self.store.get_client(&id).await? {
+            Some(c) => c,
+            None => return Err(EngineError::InvalidClient),
+        };
+        let cached_match = self
+            .creds
+            .get(&id)
+            .is_some_and(|c| c.secret_version == client.secret_version && ct_eq(&c.digest, &digest));
+        let ok = cached_match || verify_blocking(secret.to_owned(), client.secret_hash.clone()).await?;
+        if !ok {
+            self.record_failure(&id, now);
+            tracing::info!(client_id = %id, "client authentication failed");
+            return Err(EngineError::InvalidClient);
+        }
+        self.failures.remove(&id);
+        let client = Arc::new(client);
+        self.creds.insert(
+            id,
+            CachedCredential {
+                digest,
+                secret_version: client.secret_version,
+                client: client.clone(),
+                fetched_at: now,
+            },
+        );
+        Ok(client)
+    }
+
+    fn check_throttle(&self, id: &ClientId, now: UnixTime) -> EngineResult<()> {
+        if let Some(f) = self.failures.get(id) {
+            let window_end = f.window_start + self.settings.client_auth_window;
+            if now < window_end && f.count >= self.settings.client_auth_max_failures {
+                return Err(EngineError::RateLimited {
+                    retry_after: (window_end - now).max(1) as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn record_failure(&self, id: &ClientId, now: UnixTime) {
+        let window = self.settings.client_auth_window;
+        let mut f = self.failures.entry(id.clone()).or_insert(Failures {
+            window_start: now,
+            count: 0,
+        });
+        if now >= f.window_start + window {
+            f.window_start = now;
+            f.count = 0;
+        }
+        f.count += 1;
+    }
+
+    pub(super) fn prune_failures(&self, now: UnixTime) {
+        let window = self.settings.client_auth_window;
+        self.failures.retain(|_, f| now < f.window_start + window);
+        self.creds.retain(|_, c| now - c.fetched_at < CREDENTIAL_CACHE_SECS);
+    }
+}
+
+async fn hash_blocking(secret: SecretString) -> EngineResult<String> {
+    tokio::task::spawn_blocking(move || hash_password(&secret))
+        .await
+        .map_err(|e| EngineError::Internal(format!("hashing task failed: {e}")))
+}
+
+async fn verify_blocking(secret: String, phc: String) -> EngineResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let secret = SecretString::from(secret);
+        verify_password(secret.expose_secret(), &phc)
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("verification task failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_redirect_uri;
+
+    #[test]
+    fn redirect_uri_rules() {
+        assert!(check_redirect_uri("https://app.example/cb").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1:9000/cb").is_ok());
+        assert!(check_redirect_uri("http://localhost/cb").is_ok());
+        assert!(check_redirect_uri("com.example.app:/cb").is_ok());
+        assert!(check_redirect_uri("http://example.com/cb").is_err());
+        assert!(check_redirect_uri("http://localhost.evil.com/cb").is_err());
+        assert!(check_redirect_uri("https://app.example/cb#x").is_err());
+        assert!(check_redirect_uri("relative/path").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! Opening and ending sessions. Ending any token of a session ends the
+//! session, and ending it ends every token of it: the store records the end
+//! durably, then the revocation index learns of it, then the caller hears.
+
+use super::tokens::IssuedTokens;
+use super::Engine;
+use crate::core::clock::UnixTime;
+use crate::core::error::{EngineError, EngineResult};
+use crate::core::ids::{ClientId, Scope, SessionId, Subject};
+use crate::core::model::{
+    Actor, Client, EndReason, Ended, RefreshRecord, RefreshState, Session, SessionFilter,
+};
+use crate::core::secrets::random_token;
+
+/// What a dialect asks for when it opens a session.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    pub subject: Subject,
+    pub scope: Scope,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// `native`, `gsp`, `digilocker`, `token_service`.
+    pub dialect: &'static str,
+    /// Issue a refresh token (and give the session its long lifetime).
+    pub with_refresh: bool,
+    /// A caller-chosen reference naming the session (stored as a keyed hash).
+    pub reference: Option<String>,
+    /// Override of the absolute lifetime (seconds); capped by the setting.
+    pub lifetime: Option<i64>,
+    /// Override of the access-token lifetime (seconds); capped by the setting.
+    pub access_ttl: Option<i64>,
+}
+
+impl OpenSession {
+    pub fn new(subject: Subject, dialect: &'static str) -> Self {
+        Self {
+            subject,
+            scope: Scope::default(),
+            claims: Default::default(),
+            dialect,
+            with_refresh: true,
+            reference: None,
+            lifetime: None,
+            access_ttl: None,
+        }
+    }
+}
+
+impl Engine {
+    pub(super) fn access_ttl(&self, client: &Client, wanted: Option<i64>) -> i64 {
+        wanted
+            .or(client.access_token_ttl)
+            .unwrap_or(self.settings.access_token_ttl)
+            .clamp(1, self.settings.max_access_token_ttl)
+    }
+
+    pub(super) fn refresh_ttl(&self, client: &Client) -> i64 {
+        client
+            .refresh_token_ttl
+            .unwrap_or(self.settings.refresh_token_ttl)
+            .max(1)
+    }
+
+    pub fn reference_hash(&self, reference: &str) -> [u8; 32] {
+        self.hasher.hash("reference", reference)
+    }
+
+    /// Open a session for `req.subject` and issue its first tokens.
+    pub async fn open_session(&self, client: &Client, req: OpenSession) -> EngineResult<IssuedTokens> {
+        let now = self.now();
+        let access_ttl = self.access_ttl(client, req.access_ttl);
+        let lifetime = if req.with_refresh {
+            req.lifetime
+                .unwrap_or(self.settings.session_lifetime)
+                .clamp(1, self.settings.session_lifetime)
+        } else {
+            // Without a refresh token the session is exactly its one access token.
+            access_ttl
+        };
+        let expires_at = now + lifetime;
+        let access_exp = (now + access_ttl).min(expires_at);
+        let session = Session {
+            id: SessionId::generate(),
+            client_id: client.id.clone(),
+            subject: req.subject,
+            scope: req.scope,
+            claims: req.claims,
+            dialect: req.dialect.to_owned(),
+            reference: req.reference.as_deref().map(|r| self.reference_hash(r)),
+            created_at: now,
+            expires_at,
+            access_cover_until: access_exp,
+            delete_after: expires_at + self.settings.ended_retention,
+            ended: None,
+        };
+        let refresh = req.with_refresh.then(|| {
+            let token = random_token(32);
+            let record = RefreshRecord {
+                hash: self.hasher.hash("refresh", &token),
+                session_id: session.id,
+                client_id: client.id.clone(),
+                issued_at: now,
+                expires_at: (now + self.refresh_ttl(client)).min(expires_at),
+                state: RefreshState::Current,
+            };
+            (token, record)
+        });
+        self.store
+            .create_session(&session, refresh.as_ref().map(|(_, r)| r))
+            .await?;
+        metrics::counter!("tessera_sessions_opened_total", "dialect" => req.dialect).increment(1);
+        tracing::debug!(session_id = %session.id, client_id = %client.id, dialect = req.dialect, "session opened");
+        let access_token = self.sign_access(&session, now, access_exp)?;
+        Ok(IssuedTokens {
+            session_id: session.id,
+            access_token,
+            expires_in: access_exp - now,
+            expires_at: access_exp,
+            refresh_token: refresh.map(|(t, _)| t),
+            scope: session.scope.clone(),
+            session_expires_at: session.expires_at,
+        })
+    }
+
+    /// End one session. With `owner`, only a session of that client may be
+    /// ended (another client's session reads as not found). Returns whether
+    /// this call ended it (false: it had already ended).
+    pub async fn end_session(
+        &self,
+        id: &SessionId,
+        reason: EndReason,
+        by: Actor,
+        owner: Option<&ClientId>,
+    ) -> EngineResult<bool> {
+        let session = self
+            .store
+            .get_session(id)
+            .await?
+            .ok_or(EngineError::NotFound("session"))?;
+        if owner.is_some_and(|o| *o != session.client_id) {
+            return Err(EngineError::NotFound("session"));
+        }
+        Ok(self.end_sessions(&[*id], reason, by).await? > 0)
+    }
+
+    /// End every live session of `subject` (only `client`'s, if given).
+    pub async fn end_subject(
+        &self,
+        subject: &Subject,
+        client: Option<&ClientId>,
+        reason: EndReason,
+        by: Actor,
+    ) -> EngineResult<usize> {
+        let ids = self.store.sessions_of_subject(subject, client).await?;
+        self.end_sessions(&ids, reason, by).await
+    }
+
+    /// The one place sessions end. Durable first, then in memory, then the
+    /// caller is answered.
+    pub(super) async fn end_sessions(
+        &self,
+        ids: &[SessionId],
+        reason: EndReason,
+        by: Actor,
+    ) -> EngineResult<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now();
+        let ended = Ended { at: now, reason, by };
+        let mut total = 0;
+        // Chunked so ending a subject with many sessions never builds one
+        // huge transaction.
+        for chunk in ids.chunks(256) {
+            let done = self
+                .store
+                .end_sessions(chunk, &ended, now + self.settings.ended_retention)
+                .await?;
+            for s in &done {
+                self.index.insert(s.id, s.access_cover_until.max(now + 1));
+                tracing::info!(
+                    session_id = %s.id,
+                    client_id = %s.client_id,
+                    reason = reason.as_str(),
+                    "session ended"
+                );
+            }
+            total += done.len();
+        }
+        metrics::counter!("tessera_revocations_total", "reason" => reason.as_str()).increment(total as u64);
+        Ok(total)
+    }
+
+    /// Sessions matching `filter`, newest first.
+    pub async fn list_sessions(&self, filter: &SessionFilter) -> EngineResult<Vec<Session>> {
+        Ok(self.store.list_sessions(filter, self.now()).await?)
+    }
+
+    pub async fn get_session(&self, id: &SessionId) -> EngineResult<Option<Session>> {
+        Ok(self.store.get_session(id).await?)
+    }
+
+    /// The status word shown for a session.
+    pub fn session_status(&self, s: &Session, now: UnixTime) -> &'static str {
+        match &s.ended {
+            Some(e) => e.reason.as_str(),
+            None if now >= s.expires_at => "expired",
+            None => "active",
+        }
+    }
+}

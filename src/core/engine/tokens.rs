@@ -1,0 +1,351 @@
+//! Tokens: signing and checking access tokens, refresh rotation with reuse
+//! detection, introspection and revocation.
+//!
+//! Checking an access token touches no store: signature, claims, then the
+//! in-memory revocation index.
+
+use serde::{Deserialize, Serialize};
+
+use super::sessions::OpenSession;
+use super::Engine;
+use crate::core::clock::UnixTime;
+use crate::core::error::{EngineError, EngineResult};
+use crate::core::ids::{ClientId, Scope, SessionId, Subject};
+use crate::core::keys::JwtError;
+use crate::core::model::{Actor, Client, EndReason, GrantType, RefreshRecord, RefreshState, Session};
+
+/// The claims of every access token (RFC 9068 layout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub exp: UnixTime,
+    pub iat: UnixTime,
+    pub jti: String,
+    pub sid: SessionId,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+/// What a grant or session opening hands back.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    pub session_id: SessionId,
+    pub access_token: String,
+    pub expires_in: i64,
+    pub expires_at: UnixTime,
+    pub refresh_token: Option<String>,
+    pub scope: Scope,
+    pub session_expires_at: UnixTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Access => "access_token",
+            Self::Refresh => "refresh_token",
+        }
+    }
+}
+
+/// Why an access token is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejected {
+    #[error("token is malformed or its signature does not verify")]
+    Invalid,
+    #[error("token has expired")]
+    Expired,
+    #[error("token's session has ended")]
+    Revoked,
+}
+
+/// An active token, as introspection describes it (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenDescription {
+    pub kind: TokenKind,
+    pub client_id: String,
+    pub sub: String,
+    pub scope: String,
+    pub exp: UnixTime,
+    pub iat: UnixTime,
+    pub jti: Option<String>,
+    pub sid: SessionId,
+    pub iss: String,
+}
+
+/// Refresh tokens are 43 base64url characters; anything else is not one.
+fn looks_like_refresh(token: &str) -> bool {
+    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Engine {
+    pub(super) fn sign_access(&self, session: &Session, now: UnixTime, exp: UnixTime) -> EngineResult<String> {
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: session.subject.to_string(),
+            aud: session.client_id.to_string(),
+            client_id: session.client_id.to_string(),
+            exp,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: session.id,
+            scope: session.scope.as_str().to_owned(),
+        };
+        let token = self.keys.sign("at+jwt", &claims)?;
+        metrics::counter!("tessera_tokens_issued_total", "kind" => "access_token").increment(1);
+        Ok(token)
+    }
+
+    /// Verify an access token: signature, issuer, expiry, then the
+    /// revocation index. No store access.
+    pub fn check_access_token(&self, token: &str) -> Result<AccessClaims, TokenRejected> {
+        let claims = self.verify_signature(token)?;
+        if claims.exp <= self.now() {
+            return Err(TokenRejected::Expired);
+        }
+        if self.index.is_revoked(&claims.sid) {
+            return Err(TokenRejected::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Signature and issuer only: for revocation, where an expired token is
+    /// still worth recognising.
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenRejected> {
+        let claims: AccessClaims = self.keys.verify(token).map_err(|e: JwtError| {
+            tracing::debug!(reason = %e, "access token refused");
+            TokenRejected::Invalid
+        })?;
+        if claims.iss != self.settings.issuer {
+            return Err(TokenRejected::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// RFC 6749 §4.4: a session for the client itself, no refresh token.
+    pub async fn client_credentials(&self, client: &Client, scope: Scope) -> EngineResult<IssuedTokens> {
+        if !client.allows(GrantType::ClientCredentials) {
+            return Err(EngineError::UnauthorizedClient("client_credentials"));
+        }
+        let subject = Subject::parse(client.id.as_str())?;
+        let mut req = OpenSession::new(subject, "native");
+        req.scope = scope;
+        req.with_refresh = false;
+        self.open_session(client, req).await
+    }
+
+    /// RFC 6749 §6 with RFC 9700 §4.14.2 rotation: each use retires the
+    /// token and hands out its successor; presenting a retired token again
+    /// ends the whole session, except for a retry within the grace window
+    /// while the successor is still unused, which gets that same successor.
+    pub async fn refresh(&self, client: &Client, token: &str) -> EngineResult<IssuedTokens> {
+        if !client.allows(GrantType::RefreshToken) {
+            return Err(EngineError::UnauthorizedClient("refresh_token"));
+        }
+        const INVALID: EngineError = EngineError::InvalidGrant("refresh token is invalid, expired or revoked");
+        if !looks_like_refresh(token) {
+            return Err(INVALID);
+        }
+        let hash = self.hasher.hash("refresh", token);
+        // Two rounds at most: a lost race with a concurrent rotation of the
+        // same token is decided on the state the winner left.
+        for _ in 0..2 {
+            let now = self.now();
+            let rec = self.store.get_refresh(&hash).await?.ok_or(INVALID)?;
+            if rec.client_id != client.id || rec.expires_at <= now {
+                return Err(INVALID);
+            }
+            let session = self
+                .store
+                .get_session(&rec.session_id)
+                .await?
+                .filter(|s| s.is_live(now))
+                .ok_or(INVALID)?;
+            let successor = self.hasher.successor(token);
+            let successor_hash = self.hasher.hash("refresh", &successor);
+            match rec.state {
+                RefreshState::Current => {
+                    let access_exp = (now + self.access_ttl(client, None)).min(session.expires_at);
+                    let new = RefreshRecord {
+                        hash: successor_hash,
+                        session_id: session.id,
+                        client_id: client.id.clone(),
+                        issued_at: now,
+                        expires_at: (now + self.refresh_ttl(client)).min(session.expires_at),
+                        state: RefreshState::Current,
+                    };
+                    match self.store.rotate_refresh(&hash, &new, now, access_exp).await? {
+                        crate::store::RotateOutcome::Rotated => {
+                            metrics::counter!("tessera_tokens_issued_total", "kind" => "refresh_token")
+                                .increment(1);
+                            return self.tokens_for(&session, now, access_exp, Some(successor));
+                        }
+                        crate::store::RotateOutcome::NotCurrent => continue,
+                    }
+                }
+                RefreshState::Retired { at, successor: recorded } => {
+                    if self.within_grace(now, at) && recorded == successor_hash {
+                        if let Some(tokens) = self.grace_retry(client, &session, &recorded, successor, now).await? {
+                            return Ok(tokens);
+                        }
+                    }
+                    tracing::warn!(
+                        session_id = %session.id,
+                        client_id = %client.id,
+                        "retired refresh token presented again; ending the session"
+                    );
+                    self.end_sessions(&[session.id], EndReason::RefreshTokenReuse, Actor::Engine)
+                        .await?;
+                    return Err(EngineError::InvalidGrant("refresh token was already used; the session has been ended"));
+                }
+            }
+        }
+        Err(INVALID)
+    }
+
+    fn within_grace(&self, now: UnixTime, retired_at: UnixTime) -> bool {
+        self.settings.refresh_grace > 0 && now - retired_at <= self.settings.refresh_grace
+    }
+
+    /// A retry of a refresh whose answer was lost: if the successor is still
+    /// unused, answer with it again and a fresh access token.
+    async fn grace_retry(
+        &self,
+        client: &Client,
+        session: &Session,
+        successor_hash: &[u8; 32],
+        successor: String,
+        now: UnixTime,
+    ) -> EngineResult<Option<IssuedTokens>> {
+        let still_current = self
+            .store
+            .get_refresh(successor_hash)
+            .await?
+            .is_some_and(|r| r.state == RefreshState::Current);
+        if !still_current {
+            return Ok(None);
+        }
+        let access_exp = (now + self.access_ttl(client, None)).min(session.expires_at);
+        if !self.store.extend_access_cover(&session.id, access_exp).await? {
+            return Err(EngineError::InvalidGrant("refresh token is invalid, expired or revoked"));
+        }
+        tracing::info!(session_id = %session.id, "refresh retried within the grace window");
+        self.tokens_for(session, now, access_exp, Some(successor)).map(Some)
+    }
+
+    fn tokens_for(
+        &self,
+        session: &Session,
+        now: UnixTime,
+        access_exp: UnixTime,
+        refresh_token: Option<String>,
+    ) -> EngineResult<IssuedTokens> {
+        Ok(IssuedTokens {
+            session_id: session.id,
+            access_token: self.sign_access(session, now, access_exp)?,
+            expires_in: access_exp - now,
+            expires_at: access_exp,
+            refresh_token,
+            scope: session.scope.clone(),
+            session_expires_at: session.expires_at,
+        })
+    }
+
+    /// RFC 7662: describe an active token, or `None` if it is not active
+    /// (unknown, malformed, expired, or its session ended).
+    pub async fn introspect(&self, token: &str) -> EngineResult<Option<TokenDescription>> {
+        if token.contains('.') {
+            return Ok(self.check_access_token(token).ok().map(|c| TokenDescription {
+                kind: TokenKind::Access,
+                client_id: c.client_id,
+                sub: c.sub,
+                scope: c.scope,
+                exp: c.exp,
+                iat: c.iat,
+                jti: Some(c.jti),
+                sid: c.sid,
+                iss: c.iss,
+            }));
+        }
+        if !looks_like_refresh(token) {
+            return Ok(None);
+        }
+        let now = self.now();
+        let Some(rec) = self.store.get_refresh(&self.hasher.hash("refresh", token)).await? else {
+            return Ok(None);
+        };
+        if rec.state != RefreshState::Current || rec.expires_at <= now {
+            return Ok(None);
+        }
+        let Some(session) = self.store.get_session(&rec.session_id).await?.filter(|s| s.is_live(now)) else {
+            return Ok(None);
+        };
+        Ok(Some(TokenDescription {
+            kind: TokenKind::Refresh,
+            client_id: rec.client_id.to_string(),
+            sub: session.subject.to_string(),
+            scope: session.scope.as_str().to_owned(),
+            exp: rec.expires_at,
+            iat: rec.issued_at,
+            jti: None,
+            sid: session.id,
+            iss: self.settings.issuer.clone(),
+        }))
+    }
+
+    /// The session a token belongs to and the client it was issued to, if
+    /// the token is one of ours (expired or ended tokens included).
+    async fn session_of_token(
+        &self,
+        token: &str,
+        hint: Option<TokenKind>,
+    ) -> EngineResult<Option<(SessionId, ClientId)>> {
+        let order = match hint {
+            Some(TokenKind::Refresh) => [TokenKind::Refresh, TokenKind::Access],
+            _ => [TokenKind::Access, TokenKind::Refresh],
+        };
+        for kind in order {
+            match kind {
+                TokenKind::Access if token.contains('.') => {
+                    if let Ok(c) = self.verify_signature(token) {
+                        if let Ok(client) = ClientId::parse(&c.client_id) {
+                            return Ok(Some((c.sid, client)));
+                        }
+                    }
+                }
+                TokenKind::Refresh if looks_like_refresh(token) => {
+                    if let Some(rec) = self.store.get_refresh(&self.hasher.hash("refresh", token)).await? {
+                        return Ok(Some((rec.session_id, rec.client_id)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// RFC 7009: end the session of `token` if `client` owns it. Unknown
+    /// tokens and other clients' tokens are silently accepted (the caller
+    /// answers 200 either way).
+    pub async fn revoke_token(&self, client: &Client, token: &str, hint: Option<TokenKind>) -> EngineResult<()> {
+        let Some((sid, owner)) = self.session_of_token(token, hint).await? else {
+            tracing::debug!(client_id = %client.id, "revocation of an unknown token");
+            return Ok(());
+        };
+        if owner != client.id {
+            tracing::info!(client_id = %client.id, "client tried to revoke another client's token; ignored");
+            return Ok(());
+        }
+        self.end_sessions(&[sid], EndReason::TokenRevoked, Actor::Client(client.id.clone()))
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! HTTP: the application (binding, middleware, background sweeper,
+//! graceful shutdown) and the routers of the native, admin and operations
+//! APIs. Each module builds its own `Router`; [`Application`] merges them.
+
+mod admin;
+mod discovery;
+pub mod error;
+pub mod extract;
+mod oauth;
+mod ops;
+mod sessions;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretBox;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::core::clock::{Clock, SystemClock};
+use crate::core::keys::{ensure_private_dir, write_private_file, Keyring};
+use crate::core::secrets::{random_bytes, random_token, TokenHasher};
+use crate::core::Engine;
+use crate::store::redb::RedbStore;
+use crate::store::Store;
+use error::ApiError;
+
+pub use ops::ApiDoc;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub admin_token_hash: SecretBox<[u8; 32]>,
+    pub metrics: PrometheusHandle,
+    pub max_body: usize,
+}
+
+/// A bound, ready-to-run Tessera.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    engine: Arc<Engine>,
+    sweep_every: Duration,
+}
+
+/// The file names inside the data directory.
+pub const STORE_FILE: &str = "tessera.redb";
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const TOKEN_KEY_FILE: &str = "token.key";
+pub const KEYS_DIR: &str = "keys";
+
+/// Read a secret file of the data directory, creating it with `make` if it
+/// does not exist yet.
+fn read_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let value = make();
+            write_private_file(path, format!("{value}\n").as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(path = %path.display(), "created");
+            Ok(value)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn token_hasher(data_dir: &Path) -> anyhow::Result<TokenHasher> {
+    let path = data_dir.join(TOKEN_KEY_FILE);
+    let text = read_or_create_secret(&path, || URL_SAFE_NO_PAD.encode(random_bytes::<32>()))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("{} does not hold a 32-byte base64url key", path.display()))?;
+    Ok(TokenHasher::new(bytes))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Build with an injected clock (tests move time without sleeping).
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let dir = settings.data_dir.clone();
+        ensure_private_dir(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        let hasher = token_hasher(&dir)?;
+        let admin_token = match &settings.admin_token {
+            Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
+            _ => read_or_create_secret(&dir.join(ADMIN_TOKEN_FILE), || random_token(32))?,
+        };
+        let admin_token_hash = SecretBox::new(Box::new(hasher.hash("admin-token", &admin_token)));
+        let keys = Arc::new(
+            Keyring::load_or_create(&dir.join(KEYS_DIR), clock.now()).context("loading signing keys")?,
+        );
+        let store_path = dir.join(STORE_FILE);
+        let store: Arc<dyn Store> = Arc::new(
+            RedbStore::open(&store_path).with_context(|| format!("opening store {}", store_path.display()))?,
+        );
+
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let issuer = settings
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let engine = Arc::new(
+            Engine::start(store, clock, keys, hasher, settings.engine(issuer.clone()))
+                .await
+                .context("starting the engine")?,
+        );
+        let state = Arc::new(AppState {
+            engine: engine.clone(),
+            admin_token_hash,
+            metrics: ops::metrics_handle(),
+            max_body: settings.max_body_bytes,
+        });
+        let router = routes(state, Duration::from_secs(settings.request_timeout_seconds));
+        tracing::info!(%addr, %issuer, data_dir = %dir.display(), "tessera ready");
+        Ok(Self {
+            listener,
+            addr,
+            router,
+            engine,
+            sweep_every: Duration::from_secs(settings.sweep_interval_seconds),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Serve until `shutdown` completes, then finish in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(sweep_loop(self.engine.clone(), self.sweep_every, stop_rx));
+        let result = axum::serve(
+            self.listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        let _ = stop_tx.send(true);
+        let _ = sweeper.await;
+        tracing::info!("tessera stopped");
+        result.context("serving HTTP")
+    }
+}
+
+/// Run Tessera with `settings` until SIGTERM or ctrl-c.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    Application::build(settings).await?.run_until(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+async fn sweep_loop(engine: Arc<Engine>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match engine.sweep_once().await {
+            Ok(stats) if stats.total() > 0 => tracing::info!(
+                sessions = stats.sessions,
+                refresh_tokens = stats.refresh_tokens,
+                revocations = stats.revocations,
+                audit = stats.audit,
+                "swept expired records"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed; will retry at the next tick"),
+        }
+    }
+}
+
+fn routes(state: Arc<AppState>, timeout: Duration) -> Router {
+    Router::new()
+        .merge(oauth::router())
+        .merge(discovery::router())
+        .merge(sessions::router())
+        .merge(admin::router(state.clone()))
+        .merge(ops::router())
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "method not allowed on this route",
+            )
+        })
+        .layer(middleware::from_fn_with_state(timeout, time_limit))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                // The route template only: raw paths and query strings can
+                // carry ids, codes and OTPs.
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %req.method(), %route)
+            }),
+        )
+        .layer(middleware::from_fn(ops::track))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked");
+            ApiError::internal().into_response()
+        }))
+        .with_state(state)
+}
+
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(?limit, "request timed out");
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the request took too long; its outcome is unknown, retry later",
+            );
+            e.retry_after = Some(1);
+            e.into_response()
+        }
+    }
+}

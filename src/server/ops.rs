@@ -1,0 +1,118 @@
+//! Operations: Prometheus metrics, liveness and readiness, the OpenAPI
+//! document, and the middleware that counts requests.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::AppState;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The process-wide metrics recorder. The `metrics` facade is global by
+/// design, so several servers in one process (tests) share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut r = state.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.engine.store().ping().await {
+        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "unavailable", "reason": "store unreachable" })),
+            )
+                .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+/// Count every request by route template (never the raw path, which could
+/// carry ids) and status.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("tessera_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("tessera_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme("client_basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        c.add_security_scheme("admin_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tessera", description = "Native session API and admin API of Tessera. The standard OAuth 2.0 endpoints (/oauth2/token, /oauth2/introspect, /oauth2/revoke) follow RFC 6749, 7662 and 7009 and are described by /.well-known/oauth-authorization-server."),
+    paths(
+        super::sessions::open, super::sessions::list, super::sessions::end_one, super::sessions::end_subject,
+        super::admin::create_client, super::admin::list_clients, super::admin::delete_client,
+        super::admin::rotate_secret, super::admin::list_sessions, super::admin::revoke_session,
+        super::admin::revoke_subject, super::admin::rotate_keys, super::admin::audit,
+    ),
+    modifiers(&Security),
+    tags((name = "sessions", description = "Native session API (client-authenticated)"),
+         (name = "admin", description = "Admin API (admin token)"))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
