@@ -4,5 +4,8 @@
 //! Layers: [`core`] (domain and lifecycle rules), [`store`] (durable state),
 //! [`server`] (HTTP: native API, admin API, dialects), [`cli`].
 
+pub mod cli;
+pub mod config;
 pub mod core;
+pub mod server;
 pub mod store;

@@ -154,6 +154,34 @@ pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCred
     }
 }
 
+/// One path segment, percent-decoded; a bad one is a 400 in the native shape.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(s)| PathParam(s))
+            .map_err(|e| ApiError::invalid_request(e.body_text()))
+    }
+}
+
+/// A typed query string; a bad one is a 400 in the native shape.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::invalid_request(e.body_text()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,33 +209,5 @@ mod tests {
         assert!(basic_credentials(&h).is_err());
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
         assert!(basic_credentials(&h).unwrap().is_none());
-    }
-}
-
-/// One path segment, percent-decoded; a bad one is a 400 in the native shape.
-pub struct PathParam(pub String);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(s)| PathParam(s))
-            .map_err(|e| ApiError::invalid_request(e.body_text()))
-    }
-}
-
-/// A typed query string; a bad one is a 400 in the native shape.
-pub struct QueryParams<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(q)| QueryParams(q))
-            .map_err(|e| ApiError::invalid_request(e.body_text()))
     }
 }

@@ -1,0 +1,63 @@
+//! `tessera serve`: load layered settings, start logging, hand over to the
+//! server.
+
+use crate::config::{Overrides, Settings};
+
+use super::error::CliError;
+use super::ServeArgs;
+
+pub async fn run(args: ServeArgs) -> Result<(), CliError> {
+    let overrides = overrides(&args);
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    init_logging(&settings)?;
+    crate::server::serve(settings)
+        .await
+        .map_err(CliError::Server)
+}
+
+fn overrides(args: &ServeArgs) -> Overrides {
+    Overrides {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+        issuer: args.issuer.clone(),
+    }
+}
+
+/// `RUST_LOG`, when set, replaces the configured filter outright, so a
+/// one-off debugging run needs no config edit.
+fn init_logging(settings: &Settings) -> Result<(), CliError> {
+    use tracing_subscriber::EnvFilter;
+
+    let (source, directives) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => ("RUST_LOG", v),
+        _ => ("the log setting", settings.log.clone()),
+    };
+    let filter = EnvFilter::try_new(&directives)
+        .map_err(|e| CliError::Logging(format!("invalid filter in {source}: {e}")))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = if settings.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.compact().try_init()
+    };
+    installed.map_err(|e| CliError::Logging(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_given_flags_override() {
+        let o = overrides(&ServeArgs {
+            config: None,
+            listen: None,
+            data_dir: Some("d".into()),
+            issuer: None,
+        });
+        assert!(o.listen.is_none() && o.issuer.is_none());
+        assert_eq!(o.data_dir.as_deref(), Some(std::path::Path::new("d")));
+    }
+}
