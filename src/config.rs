@@ -46,6 +46,20 @@ pub struct Settings {
     pub log_format: String,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// Lifetime of an OTP challenge.
+    pub otp_ttl_seconds: i64,
+    /// Wrong attempts after which an OTP challenge is dead.
+    pub otp_max_attempts: u32,
+    /// How OTPs are delivered: `log` (development) or `webhook`. Unset:
+    /// `webhook` if `otp_webhook` is set, else `log`.
+    pub otp_sender: Option<String>,
+    /// URL that receives `POST {otp, login, purpose, client_id, expires_at}`.
+    pub otp_webhook: Option<String>,
+    /// Where `authorize` sends the browser to log in (with `login_challenge`);
+    /// default: the built-in login page, `<issuer>/login`.
+    pub login_url: Option<String>,
+    /// Also check the GSTIN check digit (the format is always checked).
+    pub gstin_check_digit: bool,
     /// The admin API token. When unset, read from (or created in)
     /// `<data_dir>/admin.token`.
     pub admin_token: Option<String>,
@@ -72,6 +86,12 @@ impl Default for Settings {
             request_timeout_seconds: 30,
             log_format: "text".into(),
             log: "info".into(),
+            otp_ttl_seconds: e.otp_ttl,
+            otp_max_attempts: e.otp_max_attempts,
+            otp_sender: None,
+            otp_webhook: None,
+            login_url: None,
+            gstin_check_digit: false,
             admin_token: None,
         }
     }
@@ -86,6 +106,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp_webhook: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +171,23 @@ impl Settings {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError("log_format must be \"text\" or \"json\"".into()));
         }
+        if self.otp_ttl_seconds < 1 || self.otp_max_attempts < 1 {
+            return Err(ConfigError("otp_ttl_seconds and otp_max_attempts must be at least 1".into()));
+        }
+        match (self.otp_sender.as_deref(), &self.otp_webhook) {
+            (None | Some("log"), _) | (Some("webhook"), Some(_)) => {}
+            (Some("webhook"), None) => {
+                return Err(ConfigError("otp_sender = \"webhook\" needs otp_webhook (a URL)".into()))
+            }
+            (Some(other), _) => {
+                return Err(ConfigError(format!("otp_sender must be \"log\" or \"webhook\", not {other:?}")))
+            }
+        }
+        if let Some(u) = &self.otp_webhook {
+            if url::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+                return Err(ConfigError("otp_webhook must be an http(s) URL".into()));
+            }
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError("max_body_bytes must be at least 1024".into()));
         }
@@ -168,6 +207,16 @@ impl Settings {
             client_auth_max_failures: self.client_auth_max_failures,
             client_auth_window: self.client_auth_window_seconds,
             sweep_batch: self.sweep_batch,
+            otp_ttl: self.otp_ttl_seconds,
+            otp_max_attempts: self.otp_max_attempts,
+        }
+    }
+
+    /// Whether OTPs go to the webhook (else to the log).
+    pub fn otp_via_webhook(&self) -> Option<&str> {
+        match self.otp_sender.as_deref() {
+            Some("log") => None,
+            _ => self.otp_webhook.as_deref(),
         }
     }
 }

@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// `iss` claim of issued tokens.
     #[arg(long, value_name = "URL")]
     pub issuer: Option<String>,
+    /// Deliver OTPs by POSTing them to this URL (instead of the log).
+    #[arg(long, value_name = "URL")]
+    pub otp_webhook: Option<String>,
 }
 
 /// Options shared by every admin command.

@@ -20,6 +20,7 @@ fn overrides(args: &ServeArgs) -> Overrides {
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
         issuer: args.issuer.clone(),
+        otp_webhook: args.otp_webhook.clone(),
     }
 }
 
@@ -56,6 +57,7 @@ mod tests {
             listen: None,
             data_dir: Some("d".into()),
             issuer: None,
+            otp_webhook: None,
         });
         assert!(o.listen.is_none() && o.issuer.is_none());
         assert_eq!(o.data_dir.as_deref(), Some(std::path::Path::new("d")));

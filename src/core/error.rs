@@ -33,6 +33,9 @@ pub enum EngineError {
     /// The store cannot be read or written: answer 503, the outcome is unknown.
     #[error("store unavailable")]
     Unavailable(#[source] StoreError),
+    /// An OTP could not be delivered; the user never got it.
+    #[error("OTP delivery failed: {0}")]
+    Delivery(String),
     /// A bug or damaged data; answered with a generic 500.
     #[error("internal error: {0}")]
     Internal(String),

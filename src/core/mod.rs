@@ -5,6 +5,7 @@
 //! wire formats into calls on [`engine::Engine`].
 
 pub mod clock;
+pub mod delivery;
 pub mod engine;
 pub mod error;
 pub mod ids;

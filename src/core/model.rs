@@ -61,6 +61,10 @@ pub struct Client {
     #[serde(default)]
     pub refresh_token_ttl: Option<i64>,
     pub created_at: UnixTime,
+    /// The client's 256-bit payload-encryption key (token-service dialect),
+    /// sealed with the server key.
+    #[serde(default)]
+    pub payload_key_sealed: Option<String>,
     /// Bumped on every secret rotation, so cached verifications of the old
     /// secret are recognised as stale.
     #[serde(default)]
@@ -91,6 +95,9 @@ pub enum EndReason {
     AdminRevoked,
     /// Its client was deleted.
     ClientDeleted,
+    /// Replaced by a successor session (a dialect's token refresh that
+    /// starts a new session with the same lifetime).
+    Superseded,
 }
 
 impl EndReason {
@@ -103,6 +110,7 @@ impl EndReason {
             Self::SubjectRevoked => "subject_revoked",
             Self::AdminRevoked => "admin_revoked",
             Self::ClientDeleted => "client_deleted",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -134,6 +142,11 @@ pub struct Session {
     /// of a dialect, for instance).
     #[serde(default)]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Claims a dialect puts into every access token of the session (they
+    /// may override `aud`; never `iss`, `exp`, `iat`, `jti`, `sid`,
+    /// `client_id`).
+    #[serde(default)]
+    pub token_claims: serde_json::Map<String, serde_json::Value>,
     /// Which API opened it: `native`, `gsp`, `digilocker`, `token_service`.
     pub dialect: String,
     /// Keyed hash of a caller-chosen reference (token-service `referenceId`).

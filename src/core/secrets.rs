@@ -65,6 +65,9 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct TokenHasher {
     key: SecretBox<[u8; 32]>,
     successor_key: SecretBox<[u8; 32]>,
+    /// Wraps secrets that must be read back (per-client payload keys), so
+    /// that the store alone (a backup, a dump) does not reveal them.
+    seal_key: SecretBox<[u8; 32]>,
 }
 
 impl std::fmt::Debug for TokenHasher {
@@ -84,10 +87,43 @@ fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
 impl TokenHasher {
     pub fn new(key: [u8; 32]) -> Self {
         let successor_key = hmac(&key, &[b"tessera/refresh-successor/v1"]);
+        let seal_key = hmac(&key, &[b"tessera/seal/v1"]);
         Self {
             key: SecretBox::new(Box::new(key)),
             successor_key: SecretBox::new(Box::new(successor_key)),
+            seal_key: SecretBox::new(Box::new(seal_key)),
         }
+    }
+
+    /// AES-256-GCM under the server's sealing key: base64url(nonce ‖ ciphertext).
+    /// `label` is bound as associated data, so a sealed value cannot be
+    /// moved to another record.
+    pub fn seal(&self, label: &str, plaintext: &[u8]) -> String {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        use aes_gcm::{Aes256Gcm, Nonce};
+        let cipher = Aes256Gcm::new(self.seal_key.expose_secret().into());
+        let nonce = random_bytes::<12>();
+        let ct = cipher
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: label.as_bytes() })
+            .expect("AES-GCM encryption of a small buffer cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The inverse of [`seal`](Self::seal); `None` if tampered or not ours.
+    pub fn open(&self, label: &str, sealed: &str) -> Option<Vec<u8>> {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        use aes_gcm::{Aes256Gcm, Nonce};
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, ct) = bytes.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        Aes256Gcm::new(self.seal_key.expose_secret().into())
+            .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: label.as_bytes() })
+            .ok()
     }
 
     /// The stored form of a token: HMAC-SHA-256 under the server key, with
@@ -151,6 +187,16 @@ mod tests {
         assert_eq!(a.successor("t"), a.successor("t"));
         assert_ne!(a.successor("t"), a.successor("u"));
         assert_eq!(a.successor("t").len(), 43);
+    }
+
+    #[test]
+    fn seal_roundtrip_and_binding() {
+        let a = TokenHasher::new([1; 32]);
+        let sealed = a.seal("client:x", b"payload");
+        assert_eq!(a.open("client:x", &sealed).unwrap(), b"payload");
+        assert!(a.open("client:y", &sealed).is_none());
+        assert!(TokenHasher::new([2; 32]).open("client:x", &sealed).is_none());
+        assert!(a.open("client:x", "garbage").is_none());
     }
 
     #[test]

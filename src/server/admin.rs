@@ -26,6 +26,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/clients", get(list_clients).post(create_client))
         .route("/admin/clients/{client_id}", delete(delete_client))
         .route("/admin/clients/{client_id}/rotate-secret", post(rotate_secret))
+        .route("/admin/clients/{client_id}/rotate-payload-key", post(rotate_payload_key))
         .route("/admin/sessions", get(list_sessions))
         .route("/admin/sessions/{id}", delete(revoke_session))
         .route("/admin/subjects/{subject}/sessions", delete(revoke_subject))
@@ -112,6 +113,15 @@ pub struct CreatedClient {
     pub client: ClientView,
     /// Shown once; only its argon2id hash is stored.
     pub client_secret: String,
+    /// The client's 256-bit payload-encryption key (token-service dialect:
+    /// JWE `dir` + `A256GCM`), base64url. Shown once.
+    pub payload_key: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RotatedPayloadKey {
+    pub client_id: String,
+    pub payload_key: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -170,6 +180,7 @@ pub async fn create_client(
     let body = CreatedClient {
         client: ClientView::from(&client),
         client_secret: secret.expose_secret().to_owned(),
+        payload_key: payload_key_b64(&state, &client)?,
     };
     let mut r = super::oauth::no_store(body);
     *r.status_mut() = StatusCode::CREATED;
@@ -211,6 +222,25 @@ pub async fn rotate_secret(State(state): State<Arc<AppState>>, PathParam(id): Pa
     Ok(super::oauth::no_store(RotatedSecret {
         client_id: client.id.to_string(),
         client_secret: secret.expose_secret().to_owned(),
+    }))
+}
+
+fn payload_key_b64(state: &AppState, client: &Client) -> ApiResult<String> {
+    use base64::Engine as _;
+    let key = state.engine.payload_key(client)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.expose_secret()))
+}
+
+/// Replace a client's payload-encryption key; the old one stops working.
+#[utoipa::path(post, path = "/admin/clients/{client_id}/rotate-payload-key", tag = "admin", params(("client_id" = String, Path)),
+    responses((status = 200, body = RotatedPayloadKey), (status = 404, body = super::error::ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn rotate_payload_key(State(state): State<Arc<AppState>>, PathParam(id): PathParam) -> ApiResult<Response> {
+    let id = parse_client_id(&id).map_err(|_| ApiError::not_found("client"))?;
+    let client = state.engine.rotate_payload_key(&id).await?;
+    Ok(super::oauth::no_store(RotatedPayloadKey {
+        client_id: client.id.to_string(),
+        payload_key: payload_key_b64(&state, &client)?,
     }))
 }
 

@@ -92,6 +92,16 @@ impl From<EngineError> for ApiError {
                 tracing::error!(error = %source, "store unavailable");
                 Self::unavailable()
             }
+            E::Delivery(detail) => {
+                tracing::warn!(%detail, "OTP delivery failed");
+                let mut e = Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "temporarily_unavailable",
+                    "the one-time password could not be delivered; retry later",
+                );
+                e.retry_after = Some(5);
+                e
+            }
             E::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::internal()

@@ -3,6 +3,7 @@
 //! APIs. Each module builds its own `Router`; [`Application`] merges them.
 
 mod admin;
+mod dialects;
 mod discovery;
 pub mod error;
 pub mod extract;
@@ -32,6 +33,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::core::clock::{Clock, SystemClock};
+use crate::core::delivery::{LogSender, OtpSender, WebhookSender};
+use crate::core::engine::EngineDeps;
 use crate::core::keys::{ensure_private_dir, write_private_file, Keyring};
 use crate::core::secrets::{random_bytes, random_token, TokenHasher};
 use crate::core::Engine;
@@ -44,6 +47,7 @@ pub use ops::ApiDoc;
 /// What every handler can reach.
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub settings: Arc<Settings>,
     pub admin_token_hash: SecretBox<[u8; 32]>,
     pub metrics: PrometheusHandle,
     pub max_body: usize,
@@ -124,12 +128,30 @@ impl Application {
             .unwrap_or_else(|| format!("http://{addr}"))
             .trim_end_matches('/')
             .to_owned();
+        let otp_sender: Arc<dyn OtpSender> = match settings.otp_via_webhook() {
+            Some(url) => Arc::new(WebhookSender::new(url.to_owned()).map_err(|e| anyhow::anyhow!(e))?),
+            None => {
+                tracing::warn!("OTPs are delivered to the log (otp_sender = \"log\"); set otp_webhook for production");
+                Arc::new(LogSender)
+            }
+        };
+        let deps = EngineDeps {
+            store,
+            clock,
+            keys,
+            hasher,
+            otp_sender,
+        };
         let engine = Arc::new(
-            Engine::start(store, clock, keys, hasher, settings.engine(issuer.clone()))
+            Engine::start(deps, settings.engine(issuer.clone()))
                 .await
                 .context("starting the engine")?,
         );
         let state = Arc::new(AppState {
+            settings: Arc::new(Settings {
+                issuer: Some(issuer.clone()),
+                ..settings.clone()
+            }),
             engine: engine.clone(),
             admin_token_hash,
             metrics: ops::metrics_handle(),
@@ -227,6 +249,7 @@ fn routes(state: Arc<AppState>, timeout: Duration) -> Router {
         .merge(sessions::router())
         .merge(admin::router(state.clone()))
         .merge(ops::router())
+        .merge(dialects::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

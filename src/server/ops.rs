@@ -104,7 +104,7 @@ impl Modify for Security {
     paths(
         super::sessions::open, super::sessions::list, super::sessions::end_one, super::sessions::end_subject,
         super::admin::create_client, super::admin::list_clients, super::admin::delete_client,
-        super::admin::rotate_secret, super::admin::list_sessions, super::admin::revoke_session,
+        super::admin::rotate_secret, super::admin::rotate_payload_key, super::admin::list_sessions, super::admin::revoke_session,
         super::admin::revoke_subject, super::admin::rotate_keys, super::admin::audit,
     ),
     modifiers(&Security),

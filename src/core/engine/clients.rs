@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use super::Engine;
 use crate::core::clock::UnixTime;
@@ -116,8 +116,10 @@ impl Engine {
         }
         let secret = new_secret();
         let secret_hash = hash_blocking(secret.clone()).await?;
+        let id = req.id.unwrap_or_else(ClientId::generate);
         let client = Client {
-            id: req.id.unwrap_or_else(ClientId::generate),
+            payload_key_sealed: Some(self.new_payload_key(&id)),
+            id,
             name,
             secret_hash,
             redirect_uris: req.redirect_uris,
@@ -162,6 +164,40 @@ impl Engine {
         self.creds.remove(id);
         tracing::info!(client_id = %id, sessions_ended = ended, "client deleted");
         Ok(ended)
+    }
+
+    fn new_payload_key(&self, id: &ClientId) -> String {
+        self.hasher
+            .seal(&format!("payload-key:{id}"), &crate::core::secrets::random_bytes::<32>())
+    }
+
+    /// The client's 256-bit payload key (token-service dialect).
+    pub fn payload_key(&self, client: &Client) -> EngineResult<SecretBox<[u8; 32]>> {
+        let sealed = client
+            .payload_key_sealed
+            .as_deref()
+            .ok_or(EngineError::InvalidRequest("this client has no payload key; rotate one".into()))?;
+        let bytes = self
+            .hasher
+            .open(&format!("payload-key:{}", client.id), sealed)
+            .ok_or_else(|| EngineError::Internal(format!("payload key of {} does not unseal", client.id)))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| EngineError::Internal("payload key has the wrong length".into()))?;
+        Ok(SecretBox::new(Box::new(key)))
+    }
+
+    /// Replace a client's payload key; the old one stops working at once.
+    pub async fn rotate_payload_key(&self, id: &ClientId) -> EngineResult<Client> {
+        let mut client = self.store.get_client(id).await?.ok_or(EngineError::NotFound("client"))?;
+        client.payload_key_sealed = Some(self.new_payload_key(id));
+        client.secret_version = client.secret_version.wrapping_add(1);
+        if !self.store.update_client(&client).await? {
+            return Err(EngineError::NotFound("client"));
+        }
+        self.creds.remove(id);
+        tracing::info!(client_id = %id, "client payload key rotated");
+        Ok(client)
     }
 
     pub async fn list_clients(&self) -> EngineResult<Vec<Client>> {

@@ -2,7 +2,9 @@
 //! calls the store. Opening, refreshing, checking and ending sessions live
 //! here and nowhere else.
 
+mod authorize;
 mod clients;
+mod otp;
 mod sessions;
 mod tokens;
 
@@ -10,11 +12,16 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+pub use authorize::{
+    dialect_name, s256, valid_challenge, with_query, AuthorizationRequest, PendingLogin, RedirectTargetError,
+};
 pub use clients::NewClient;
+pub use otp::OtpRejected;
 pub use sessions::OpenSession;
 pub use tokens::{AccessClaims, IssuedTokens, TokenDescription, TokenKind, TokenRejected};
 
 use super::clock::{Clock, UnixTime};
+use super::delivery::OtpSender;
 use super::error::EngineResult;
 use super::ids::ClientId;
 use super::keys::Keyring;
@@ -47,6 +54,10 @@ pub struct EngineSettings {
     pub client_auth_window: i64,
     /// How many records of each kind one sweep step deletes.
     pub sweep_batch: usize,
+    /// Lifetime of an OTP challenge.
+    pub otp_ttl: i64,
+    /// Wrong attempts after which an OTP challenge is dead.
+    pub otp_max_attempts: u32,
 }
 
 impl Default for EngineSettings {
@@ -62,6 +73,8 @@ impl Default for EngineSettings {
             client_auth_max_failures: 10,
             client_auth_window: 60,
             sweep_batch: 500,
+            otp_ttl: 300,
+            otp_max_attempts: 5,
         }
     }
 }
@@ -75,6 +88,16 @@ pub struct Engine {
     settings: EngineSettings,
     creds: DashMap<ClientId, clients::CachedCredential>,
     failures: DashMap<ClientId, clients::Failures>,
+    otp_sender: Arc<dyn OtpSender>,
+}
+
+/// What the engine is built from.
+pub struct EngineDeps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: Arc<Keyring>,
+    pub hasher: TokenHasher,
+    pub otp_sender: Arc<dyn OtpSender>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -88,22 +111,17 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Build the engine and load what it must hold in memory (the
     /// revocation index) from the store.
-    pub async fn start(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        keys: Arc<Keyring>,
-        hasher: TokenHasher,
-        settings: EngineSettings,
-    ) -> EngineResult<Self> {
+    pub async fn start(deps: EngineDeps, settings: EngineSettings) -> EngineResult<Self> {
         let engine = Self {
-            store,
-            clock,
-            keys,
-            hasher,
+            store: deps.store,
+            clock: deps.clock,
+            keys: deps.keys,
+            hasher: deps.hasher,
             index: RevocationIndex::new(),
             settings,
             creds: DashMap::new(),
             failures: DashMap::new(),
+            otp_sender: deps.otp_sender,
         };
         let n = engine.rebuild_index().await?;
         tracing::info!(revoked_sessions = n, "revocation index loaded");
@@ -173,11 +191,13 @@ impl Engine {
             let full = stats.sessions >= self.settings.sweep_batch
                 || stats.refresh_tokens >= self.settings.sweep_batch
                 || stats.revocations >= self.settings.sweep_batch
-                || stats.audit >= self.settings.sweep_batch;
+                || stats.audit >= self.settings.sweep_batch
+                || stats.grants >= self.settings.sweep_batch;
             total.sessions += stats.sessions;
             total.refresh_tokens += stats.refresh_tokens;
             total.revocations += stats.revocations;
             total.audit += stats.audit;
+            total.grants += stats.grants;
             if !full {
                 break;
             }

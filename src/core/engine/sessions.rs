@@ -28,6 +28,11 @@ pub struct OpenSession {
     pub lifetime: Option<i64>,
     /// Override of the access-token lifetime (seconds); capped by the setting.
     pub access_ttl: Option<i64>,
+    /// A pre-chosen session id (an authorization code records it before
+    /// the session exists); generated when `None`.
+    pub id: Option<SessionId>,
+    /// Claims a dialect wants in every access token of the session.
+    pub token_claims: serde_json::Map<String, serde_json::Value>,
 }
 
 impl OpenSession {
@@ -41,6 +46,8 @@ impl OpenSession {
             reference: None,
             lifetime: None,
             access_ttl: None,
+            id: None,
+            token_claims: Default::default(),
         }
     }
 }
@@ -73,17 +80,19 @@ impl Engine {
                 .unwrap_or(self.settings.session_lifetime)
                 .clamp(1, self.settings.session_lifetime)
         } else {
-            // Without a refresh token the session is exactly its one access token.
-            access_ttl
+            // Without a refresh token the session lasts as long as its
+            // access token, unless the dialect fixes its lifetime.
+            req.lifetime.unwrap_or(access_ttl).clamp(1, self.settings.session_lifetime)
         };
         let expires_at = now + lifetime;
         let access_exp = (now + access_ttl).min(expires_at);
         let session = Session {
-            id: SessionId::generate(),
+            id: req.id.unwrap_or_else(SessionId::generate),
             client_id: client.id.clone(),
             subject: req.subject,
             scope: req.scope,
             claims: req.claims,
+            token_claims: req.token_claims,
             dialect: req.dialect.to_owned(),
             reference: req.reference.as_deref().map(|r| self.reference_hash(r)),
             created_at: now,
@@ -119,6 +128,80 @@ impl Engine {
             scope: session.scope.clone(),
             session_expires_at: session.expires_at,
         })
+    }
+
+    /// A live session of `client`, or `InvalidGrant`.
+    async fn live_session_of(&self, client: &Client, id: &SessionId) -> EngineResult<Session> {
+        self.store
+            .get_session(id)
+            .await?
+            .filter(|s| s.client_id == client.id && s.is_live(self.now()))
+            .ok_or(EngineError::InvalidGrant("the session has ended or expired"))
+    }
+
+    /// A fresh access token for a live session of `client`, without a
+    /// refresh token (dialects whose "refresh" extends the token).
+    pub async fn reissue_access(
+        &self,
+        client: &Client,
+        id: &SessionId,
+        access_ttl: Option<i64>,
+    ) -> EngineResult<IssuedTokens> {
+        let session = self.live_session_of(client, id).await?;
+        let now = self.now();
+        let exp = (now + self.access_ttl(client, access_ttl)).min(session.expires_at);
+        // Cover first: an end that commits before this refuses the token;
+        // one that commits after sees the raised cover.
+        if !self.store.extend_access_cover(id, exp).await? {
+            return Err(EngineError::InvalidGrant("the session has ended or expired"));
+        }
+        Ok(IssuedTokens {
+            session_id: session.id,
+            access_token: self.sign_access(&session, now, exp)?,
+            expires_in: exp - now,
+            expires_at: exp,
+            refresh_token: None,
+            scope: session.scope.clone(),
+            session_expires_at: session.expires_at,
+        })
+    }
+
+    /// Replace a live session by a successor with the same subject, claims
+    /// and absolute end, then end the old one (`superseded`). For dialects
+    /// where refreshing hands out a new token and the old one must stop
+    /// working at once.
+    pub async fn supersede_session(
+        &self,
+        client: &Client,
+        id: &SessionId,
+        access_ttl: Option<i64>,
+    ) -> EngineResult<IssuedTokens> {
+        let old = self.live_session_of(client, id).await?;
+        let mut next = OpenSession::new(old.subject.clone(), super::authorize::dialect_name(&old.dialect));
+        next.scope = old.scope.clone();
+        next.claims = old.claims.clone();
+        next.token_claims = old.token_claims.clone();
+        next.with_refresh = false;
+        next.access_ttl = access_ttl;
+        let remaining = old.expires_at - self.now();
+        next.lifetime = Some(remaining);
+        let issued = self.open_session_until(client, next, old.expires_at).await?;
+        self.end_sessions(&[old.id], EndReason::Superseded, Actor::Client(client.id.clone()))
+            .await?;
+        Ok(issued)
+    }
+
+    /// Open a session whose absolute end is fixed at `expires_at` and which
+    /// has no refresh token.
+    async fn open_session_until(
+        &self,
+        client: &Client,
+        mut req: OpenSession,
+        expires_at: UnixTime,
+    ) -> EngineResult<IssuedTokens> {
+        req.with_refresh = false;
+        req.lifetime = Some(expires_at - self.now());
+        self.open_session(client, req).await
     }
 
     /// End one session. With `owner`, only a session of that client may be

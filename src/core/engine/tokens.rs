@@ -27,6 +27,9 @@ pub struct AccessClaims {
     pub sid: SessionId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// Dialect claims (e.g. the GSP `intent`).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a grant or session opening hands back.
@@ -88,17 +91,20 @@ fn looks_like_refresh(token: &str) -> bool {
 
 impl Engine {
     pub(super) fn sign_access(&self, session: &Session, now: UnixTime, exp: UnixTime) -> EngineResult<String> {
-        let claims = AccessClaims {
-            iss: self.settings.issuer.clone(),
-            sub: session.subject.to_string(),
-            aud: session.client_id.to_string(),
-            client_id: session.client_id.to_string(),
-            exp,
-            iat: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            sid: session.id,
-            scope: session.scope.as_str().to_owned(),
-        };
+        use serde_json::Value;
+        // Dialect claims first, so the claims the engine relies on always win.
+        let mut claims = session.token_claims.clone();
+        claims.entry("aud").or_insert_with(|| Value::from(session.client_id.as_str()));
+        claims.insert("iss".into(), Value::from(self.settings.issuer.as_str()));
+        claims.insert("sub".into(), Value::from(session.subject.as_str()));
+        claims.insert("client_id".into(), Value::from(session.client_id.as_str()));
+        claims.insert("exp".into(), Value::from(exp));
+        claims.insert("iat".into(), Value::from(now));
+        claims.insert("jti".into(), Value::from(uuid::Uuid::new_v4().to_string()));
+        claims.insert("sid".into(), Value::from(session.id.to_string()));
+        if !session.scope.is_empty() {
+            claims.insert("scope".into(), Value::from(session.scope.as_str()));
+        }
         let token = self.keys.sign("at+jwt", &claims)?;
         metrics::counter!("tessera_tokens_issued_total", "kind" => "access_token").increment(1);
         Ok(token)
