@@ -130,8 +130,41 @@ impl Engine {
         })
     }
 
+    /// The live session `client` opened with `reference`, if any.
+    pub async fn session_by_reference(&self, client: &Client, reference: &str) -> EngineResult<Option<Session>> {
+        let now = self.now();
+        Ok(self
+            .store
+            .find_session_by_reference(&client.id, &self.reference_hash(reference))
+            .await?
+            .filter(|s| s.is_live(now)))
+    }
+
+    /// Open a session named by `req.reference`, first ending (as
+    /// `superseded`) any live session of the client with the same reference:
+    /// one live session per reference, the newest wins.
+    pub async fn open_session_replacing(&self, client: &Client, req: OpenSession) -> EngineResult<IssuedTokens> {
+        let reference = req
+            .reference
+            .clone()
+            .ok_or_else(|| EngineError::Internal("open_session_replacing needs a reference".into()))?;
+        // Twice at most: a concurrent opener may slip in between the end
+        // and the create; the second round ends that one too.
+        for _ in 0..2 {
+            if let Some(old) = self.session_by_reference(client, &reference).await? {
+                self.end_sessions(&[old.id], EndReason::Superseded, Actor::Client(client.id.clone()))
+                    .await?;
+            }
+            match self.open_session(client, req.clone()).await {
+                Err(EngineError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(EngineError::Conflict("reference"))
+    }
+
     /// A live session of `client`, or `InvalidGrant`.
-    async fn live_session_of(&self, client: &Client, id: &SessionId) -> EngineResult<Session> {
+    pub async fn live_session_of(&self, client: &Client, id: &SessionId) -> EngineResult<Session> {
         self.store
             .get_session(id)
             .await?
