@@ -35,8 +35,11 @@ fn init_logging(settings: &Settings) -> Result<(), CliError> {
     };
     let filter = EnvFilter::try_new(&directives)
         .map_err(|e| CliError::Logging(format!("invalid filter in {source}: {e}")))?;
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour only for a person at a terminal, never into files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = if settings.log_format == "json" {
         builder.json().try_init()

@@ -145,7 +145,7 @@ async fn introspect(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             aud: Some(d.client_id.clone()),
             client_id: Some(d.client_id),
             sub: Some(d.sub),
-            scope: Some(d.scope),
+            scope: Some(d.scope).filter(|s| !s.is_empty()),
             exp: Some(d.exp),
             iat: Some(d.iat),
             jti: d.jti,
