@@ -11,7 +11,9 @@ use tessera::core::model::{
     Client, Ended, RefreshRecord, Revocation, Session, SessionFilter, TokenHash,
 };
 use tessera::store::redb::RedbStore;
-use tessera::store::{EndedSession, RotateOutcome, Store, StoreResult, SweepStats};
+use tessera::store::{
+    EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreResult, SweepStats,
+};
 
 /// A redb store that owns its temporary directory. Fields drop in order:
 /// the store (closing the file) before the directory is removed.
@@ -121,6 +123,29 @@ impl Store for TempRedb {
     ) -> StoreResult<SweepStats> {
         self.store.sweep(now, audit_before, batch).await
     }
+    async fn put_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        value: &[u8],
+        expires_at: UnixTime,
+    ) -> StoreResult<()> {
+        self.store.put_grant(kind, key, value, expires_at).await
+    }
+    async fn get_grant(&self, kind: GrantKind, key: &TokenHash) -> StoreResult<Option<Grant>> {
+        self.store.get_grant(kind, key).await
+    }
+    async fn swap_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        expected_version: u64,
+        new_value: Option<&[u8]>,
+    ) -> StoreResult<bool> {
+        self.store
+            .swap_grant(kind, key, expected_version, new_value)
+            .await
+    }
     async fn live_session_count(&self) -> StoreResult<u64> {
         self.store.live_session_count().await
     }
@@ -148,5 +173,11 @@ async fn whole_suite_on_one_shared_store() {
         c::sweep_respects_batch(s()),
         c::live_session_count_tracks_lifecycle(s()),
         c::concurrent_creates_all_land(s()),
+        c::grant_put_and_get(s()),
+        c::grant_kinds_are_separate(s()),
+        c::grant_swap_compares_version(s()),
+        c::grant_concurrent_swaps_one_wins(s()),
+        c::grant_sweep_deletes_only_expired(s()),
+        c::grant_sweep_respects_batch(s()),
     );
 }

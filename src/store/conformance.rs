@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::RwLock;
 
-use super::{EndedSession, RotateOutcome, Store, StoreError};
+use super::{EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreError};
 use crate::core::clock::UnixTime;
 use crate::core::ids::{ClientId, Scope, SessionId, Subject};
 use crate::core::model::{
@@ -88,6 +88,12 @@ macro_rules! store_conformance_tests {
             sweep_respects_batch,
             live_session_count_tracks_lifecycle,
             concurrent_creates_all_land,
+            grant_put_and_get,
+            grant_kinds_are_separate,
+            grant_swap_compares_version,
+            grant_concurrent_swaps_one_wins,
+            grant_sweep_deletes_only_expired,
+            grant_sweep_respects_batch,
         );
     };
 }
@@ -100,6 +106,7 @@ fn client_record(name: &str) -> Client {
         id: ClientId::generate(),
         name: name.to_owned(),
         secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        payload_key_sealed: None,
         redirect_uris: Vec::new(),
         grant_types: GrantType::defaults(),
         access_token_ttl: None,
@@ -133,6 +140,7 @@ fn session(client: &ClientId, subject: &Subject, at: UnixTime) -> Session {
         subject: subject.clone(),
         scope: Scope::parse("read write").expect("valid scope"),
         claims: serde_json::Map::new(),
+        token_claims: Default::default(),
         dialect: "native".into(),
         reference: None,
         created_at: at,
@@ -965,4 +973,281 @@ pub async fn concurrent_creates_all_land(store: SharedStore) {
     }
     let of_client = set(store.sessions_of_client(&client).await.unwrap());
     assert_eq!(of_client, set(created.iter().map(|(s, _)| s.id)));
+}
+
+// ---------------------------------------------------------------------------
+// grants
+
+async fn grant_of(store: &dyn Store, kind: GrantKind, key: &TokenHash) -> Option<Grant> {
+    store.get_grant(kind, key).await.expect("get grant")
+}
+
+fn grant(value: &[u8], version: u64, expires_at: UnixTime) -> Grant {
+    Grant {
+        value: value.to_vec(),
+        version,
+        expires_at,
+    }
+}
+
+pub async fn grant_put_and_get(store: SharedStore) {
+    let _shared = GLOBAL.read().await;
+    let s = &*store;
+    let key = hash();
+    let kind = GrantKind::Otp;
+    assert_eq!(grant_of(s, kind, &key).await, None);
+
+    s.put_grant(kind, &key, br#"{"n":1}"#, T0 + 300)
+        .await
+        .unwrap();
+    assert_eq!(
+        grant_of(s, kind, &key).await,
+        Some(grant(br#"{"n":1}"#, 1, T0 + 300)),
+        "a fresh grant has version 1"
+    );
+
+    s.put_grant(kind, &key, br#"{"n":2}"#, T0 + 600)
+        .await
+        .unwrap();
+    assert_eq!(
+        grant_of(s, kind, &key).await,
+        Some(grant(br#"{"n":2}"#, 2, T0 + 600)),
+        "a put replaces value and expiry and bumps the version"
+    );
+    s.put_grant(kind, &key, b"", T0 + 60).await.unwrap();
+    assert_eq!(
+        grant_of(s, kind, &key).await,
+        Some(grant(b"", 3, T0 + 60)),
+        "an empty value is a value"
+    );
+
+    // An expired grant is still returned until swept: the engine decides.
+    let old = hash();
+    s.put_grant(kind, &old, b"old", T0 - 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        grant_of(s, kind, &old).await,
+        Some(grant(b"old", 1, T0 - 1_000_000))
+    );
+    assert_eq!(grant_of(s, kind, &hash()).await, None);
+}
+
+pub async fn grant_kinds_are_separate(store: SharedStore) {
+    let _shared = GLOBAL.read().await;
+    let s = &*store;
+    let key = hash();
+    s.put_grant(GrantKind::Otp, &key, b"otp", T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        grant_of(s, GrantKind::LoginChallenge, &key).await,
+        None,
+        "a kind does not see another kind's key"
+    );
+    assert_eq!(grant_of(s, GrantKind::AuthorizationCode, &key).await, None);
+    assert!(
+        !s.swap_grant(GrantKind::LoginChallenge, &key, 1, None)
+            .await
+            .unwrap(),
+        "nor swap it"
+    );
+
+    s.put_grant(GrantKind::LoginChallenge, &key, b"login", T0 + 2)
+        .await
+        .unwrap();
+    s.put_grant(GrantKind::AuthorizationCode, &key, b"code", T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        grant_of(s, GrantKind::LoginChallenge, &key).await,
+        Some(grant(b"login", 1, T0 + 2)),
+        "a fresh grant of its kind, whatever other kinds hold"
+    );
+    assert!(s
+        .swap_grant(GrantKind::AuthorizationCode, &key, 1, None)
+        .await
+        .unwrap());
+    assert_eq!(grant_of(s, GrantKind::AuthorizationCode, &key).await, None);
+    assert_eq!(
+        grant_of(s, GrantKind::Otp, &key).await,
+        Some(grant(b"otp", 1, T0 + 1)),
+        "untouched by the other kinds' writes"
+    );
+    assert_eq!(
+        grant_of(s, GrantKind::LoginChallenge, &key).await,
+        Some(grant(b"login", 1, T0 + 2))
+    );
+}
+
+pub async fn grant_swap_compares_version(store: SharedStore) {
+    let _shared = GLOBAL.read().await;
+    let s = &*store;
+    let kind = GrantKind::LoginChallenge;
+    let key = hash();
+    s.put_grant(kind, &key, b"v1", T0 + 300).await.unwrap();
+
+    assert!(s.swap_grant(kind, &key, 1, Some(b"v2")).await.unwrap());
+    assert_eq!(
+        grant_of(s, kind, &key).await,
+        Some(grant(b"v2", 2, T0 + 300)),
+        "version + 1, same expiry"
+    );
+
+    assert!(
+        !s.swap_grant(kind, &key, 1, Some(b"stale")).await.unwrap(),
+        "stale version"
+    );
+    assert!(!s.swap_grant(kind, &key, 3, Some(b"ahead")).await.unwrap());
+    assert!(!s.swap_grant(kind, &key, 1, None).await.unwrap());
+    assert_eq!(
+        grant_of(s, kind, &key).await,
+        Some(grant(b"v2", 2, T0 + 300)),
+        "a failed swap changes nothing"
+    );
+
+    // A put in between moves the version on: a swap of the old one fails.
+    s.put_grant(kind, &key, b"v3", T0 + 900).await.unwrap();
+    assert!(!s.swap_grant(kind, &key, 2, Some(b"late")).await.unwrap());
+    assert!(s.swap_grant(kind, &key, 3, Some(b"v4")).await.unwrap());
+    assert_eq!(
+        grant_of(s, kind, &key).await,
+        Some(grant(b"v4", 4, T0 + 900))
+    );
+
+    assert!(s.swap_grant(kind, &key, 4, None).await.unwrap(), "delete");
+    assert_eq!(grant_of(s, kind, &key).await, None);
+    assert!(
+        !s.swap_grant(kind, &key, 4, None).await.unwrap(),
+        "already gone"
+    );
+    assert!(!s.swap_grant(kind, &key, 5, Some(b"x")).await.unwrap());
+    assert_eq!(grant_of(s, kind, &key).await, None, "a swap never inserts");
+
+    let missing = hash();
+    assert!(!s.swap_grant(kind, &missing, 1, Some(b"x")).await.unwrap());
+    assert!(!s.swap_grant(kind, &missing, 0, None).await.unwrap());
+    assert_eq!(grant_of(s, kind, &missing).await, None);
+
+    // After a delete, a put starts afresh.
+    s.put_grant(kind, &key, b"again", T0 + 60).await.unwrap();
+    assert_eq!(
+        grant_of(s, kind, &key).await,
+        Some(grant(b"again", 1, T0 + 60))
+    );
+}
+
+pub async fn grant_concurrent_swaps_one_wins(store: SharedStore) {
+    let _shared = GLOBAL.read().await;
+    let kind = GrantKind::AuthorizationCode;
+    let key = hash();
+    store
+        .put_grant(kind, &key, b"fresh", T0 + 60)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let value = format!("used by {i}").into_bytes();
+            let won = store.swap_grant(kind, &key, 1, Some(&value)).await;
+            won.map(|won| (won, value))
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (won, value) = task.await.expect("task ran").expect("swap answered");
+        if won {
+            winners.push(value);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one swap of version 1 wins");
+    assert_eq!(
+        grant_of(&*store, kind, &key).await,
+        Some(grant(&winners[0], 2, T0 + 60)),
+        "the winner's value, swapped once"
+    );
+}
+
+/// Sweeps with `now` = [`SWEEP_NOW`]; only this body's grants are due.
+async fn sweep_grants(store: &dyn Store, batch: usize) -> usize {
+    let stats = store.sweep(SWEEP_NOW, 0, batch).await.expect("sweep");
+    assert_eq!(stats.total(), stats.grants, "only grants were due");
+    stats.grants
+}
+
+pub async fn grant_sweep_deletes_only_expired(store: SharedStore) {
+    let _exclusive = GLOBAL.write().await;
+    drain_sweep_window(&*store).await;
+    let s = &*store;
+    let (otp, login, code) = (
+        GrantKind::Otp,
+        GrantKind::LoginChallenge,
+        GrantKind::AuthorizationCode,
+    );
+    // Due: expired, its twin of another kind, one expiring exactly at
+    // `now`, and one swapped (a swap keeps the expiry).
+    let (expired, at_now, swapped) = (hash(), hash(), hash());
+    s.put_grant(otp, &expired, b"e", 10_000).await.unwrap();
+    s.put_grant(login, &expired, b"twin", 10_001).await.unwrap();
+    s.put_grant(code, &at_now, b"n", SWEEP_NOW).await.unwrap();
+    s.put_grant(otp, &swapped, b"s1", 10_002).await.unwrap();
+    assert!(s.swap_grant(otp, &swapped, 1, Some(b"s2")).await.unwrap());
+    // Not due: expiring just after `now`, far in the future, re-put with a
+    // later expiry, and deleted by a swap (nothing left to count).
+    let (after, live, extended, deleted) = (hash(), hash(), hash(), hash());
+    s.put_grant(otp, &after, b"a", SWEEP_NOW + 1).await.unwrap();
+    s.put_grant(code, &live, b"l", T0).await.unwrap();
+    s.put_grant(login, &extended, b"x1", 10_003).await.unwrap();
+    s.put_grant(login, &extended, b"x2", T0).await.unwrap();
+    s.put_grant(code, &deleted, b"d", 10_004).await.unwrap();
+    assert!(s.swap_grant(code, &deleted, 1, None).await.unwrap());
+
+    assert_eq!(sweep_grants(s, 100).await, 4);
+    assert_eq!(sweep_grants(s, 100).await, 0, "nothing left");
+    for (kind, key) in [
+        (otp, &expired),
+        (login, &expired),
+        (code, &at_now),
+        (otp, &swapped),
+        (code, &deleted),
+    ] {
+        assert_eq!(grant_of(s, kind, key).await, None, "{kind:?} swept");
+    }
+    assert_eq!(
+        grant_of(s, otp, &after).await,
+        Some(grant(b"a", 1, SWEEP_NOW + 1))
+    );
+    assert_eq!(grant_of(s, code, &live).await, Some(grant(b"l", 1, T0)));
+    assert_eq!(
+        grant_of(s, login, &extended).await,
+        Some(grant(b"x2", 2, T0))
+    );
+    // A swept key can be put again, afresh.
+    s.put_grant(otp, &expired, b"new", T0).await.unwrap();
+    assert_eq!(grant_of(s, otp, &expired).await, Some(grant(b"new", 1, T0)));
+}
+
+pub async fn grant_sweep_respects_batch(store: SharedStore) {
+    let _exclusive = GLOBAL.write().await;
+    drain_sweep_window(&*store).await;
+    let s = &*store;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let key = hash();
+        s.put_grant(GrantKind::Otp, &key, b"{}", 10_000 + i)
+            .await
+            .unwrap();
+        made.push(key);
+    }
+    let live = hash();
+    s.put_grant(GrantKind::Otp, &live, b"{}", T0).await.unwrap();
+
+    for expected in [3, 2, 0] {
+        assert_eq!(sweep_grants(s, 3).await, expected, "at most `batch`");
+    }
+    for key in &made {
+        assert_eq!(grant_of(s, GrantKind::Otp, key).await, None);
+    }
+    assert!(grant_of(s, GrantKind::Otp, &live).await.is_some());
 }

@@ -7,6 +7,7 @@
 //! if it is still current").
 
 pub mod conformance;
+pub mod postgres;
 pub mod redb;
 
 use async_trait::async_trait;
@@ -57,11 +58,42 @@ pub struct SweepStats {
     pub refresh_tokens: usize,
     pub revocations: usize,
     pub audit: usize,
+    pub grants: usize,
 }
 
 impl SweepStats {
     pub fn total(&self) -> usize {
-        self.sessions + self.refresh_tokens + self.revocations + self.audit
+        self.sessions + self.refresh_tokens + self.revocations + self.audit + self.grants
+    }
+}
+
+/// A short-lived, single-purpose record: an OTP challenge, a login
+/// challenge, an authorization code. The engine gives `value` its meaning
+/// (JSON); the store keeps it until `expires_at` and offers compare-and-swap
+/// on `version` so that "use once" and "count attempts" are atomic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub value: Vec<u8>,
+    /// 1 when first put; +1 on every replace or swap.
+    pub version: u64,
+    pub expires_at: UnixTime,
+}
+
+/// What kind of grant a key names; kinds never see each other's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrantKind {
+    Otp,
+    LoginChallenge,
+    AuthorizationCode,
+}
+
+impl GrantKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Otp => "otp",
+            Self::LoginChallenge => "login_challenge",
+            Self::AuthorizationCode => "authorization_code",
+        }
     }
 }
 
@@ -158,13 +190,37 @@ pub trait Store: Send + Sync + 'static {
     /// Delete at most `batch` expired records of each kind: sessions whose
     /// `delete_after` has passed (with their index rows), refresh tokens
     /// past `expires_at`, revocation rows past their cover, audit records
-    /// older than `audit_before`.
+    /// older than `audit_before`, grants past `expires_at`.
     async fn sweep(
         &self,
         now: UnixTime,
         audit_before: UnixTime,
         batch: usize,
     ) -> StoreResult<SweepStats>;
+
+    // --- grants (OTP challenges, login challenges, codes) -------------
+    /// Insert, or replace an existing grant of the same kind and key (its
+    /// version then goes up by one; a fresh one has version 1).
+    async fn put_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        value: &[u8],
+        expires_at: UnixTime,
+    ) -> StoreResult<()>;
+    /// The grant, if present (expired ones may still be returned until
+    /// swept: the engine checks `expires_at`).
+    async fn get_grant(&self, kind: GrantKind, key: &TokenHash) -> StoreResult<Option<Grant>>;
+    /// If the grant exists with `expected_version`: replace its value (same
+    /// `expires_at`, version + 1) or, with `None`, delete it; true. Otherwise
+    /// false and nothing changes.
+    async fn swap_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        expected_version: u64,
+        new_value: Option<&[u8]>,
+    ) -> StoreResult<bool>;
 
     /// How many sessions are live (not ended, not past expiry) — may count
     /// expired sessions the sweeper has not reached yet.

@@ -18,10 +18,15 @@
 //! | `refresh_by_expiry`   | (expires_at, token hash)     | ()           |
 //! | `revoked`             | (cover_until, session id)    | ()           |
 //! | `audit`               | (at, sequence)               | JSON record  |
+//! | `grants`              | (kind code, key)             | (version, expires_at, value) |
+//! | `grants_by_expiry`    | (expires_at, kind code, key) | ()           |
 //!
 //! `live_by_expiry` holds only sessions that are not ended, and loses a row
 //! when the sweeper passes its expiry, so its length is the live count.
 //! `references` holds only sessions that are not ended.
+//! A grant's value is opaque bytes (the engine's JSON), so its row is a
+//! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row
+//! per grant, under its current `expires_at`.
 
 use std::fs::OpenOptions;
 use std::ops::Bound;
@@ -39,7 +44,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EndedSession, RotateOutcome, Store, StoreError, StoreResult, SweepStats};
+use super::{
+    EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreError, StoreResult, SweepStats,
+};
 use crate::core::clock::UnixTime;
 use crate::core::ids::{ClientId, SessionId, Subject};
 use crate::core::model::{
@@ -49,6 +56,10 @@ use crate::core::model::{
 type Id = [u8; 16];
 type Bytes = &'static [u8];
 type Keyed<K> = (&'static str, K);
+/// A grant's key: (kind code, key).
+type GrantId = (u8, TokenHash);
+/// A grant's row: (version, expires_at, value).
+type GrantRow = (u64, i64, Bytes);
 
 const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients");
 const SESSIONS: TableDefinition<Id, &[u8]> = TableDefinition::new("sessions");
@@ -62,6 +73,9 @@ const REFRESH_BY_EXPIRY: TableDefinition<(i64, TokenHash), ()> =
     TableDefinition::new("refresh_by_expiry");
 const REVOKED: TableDefinition<(i64, Id), ()> = TableDefinition::new("revoked");
 const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
+const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
+const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
+    TableDefinition::new("grants_by_expiry");
 
 /// Upper bound on ops per transaction, so one commit never holds up the
 /// callers of a long queue for long.
@@ -73,6 +87,16 @@ const QUEUE_CAPACITY: usize = 4096;
 const MIN_ID: Id = [0; 16];
 const MAX_ID: Id = [0xff; 16];
 const MAX_HASH: TokenHash = [0xff; 32];
+
+/// The on-disk code of a grant kind. It is part of stored keys: never
+/// renumber, only add.
+fn kind_code(kind: GrantKind) -> u8 {
+    match kind {
+        GrantKind::Otp => 1,
+        GrantKind::LoginChallenge => 2,
+        GrantKind::AuthorizationCode => 3,
+    }
+}
 
 // ---------------------------------------------------------------------------
 // errors and encoding
@@ -154,6 +178,31 @@ fn load_refresh(
     }
 }
 
+fn load_grant(
+    t: &impl ReadableTable<GrantId, GrantRow>,
+    id: GrantId,
+) -> StoreResult<Option<Grant>> {
+    Ok(t.get(id).ctx("read grant")?.map(|v| {
+        let (version, expires_at, value) = v.value();
+        Grant {
+            value: value.to_vec(),
+            version,
+            expires_at,
+        }
+    }))
+}
+
+/// A grant's (version, expires_at), without copying its value.
+fn grant_head(
+    t: &impl ReadableTable<GrantId, GrantRow>,
+    id: GrantId,
+) -> StoreResult<Option<(u64, i64)>> {
+    Ok(t.get(id).ctx("read grant")?.map(|v| {
+        let (version, expires_at, _) = v.value();
+        (version, expires_at)
+    }))
+}
+
 /// Session ids indexed under `prefix` (a subject or a client id).
 fn ids_under(t: &impl ReadableTable<Keyed<Id>, ()>, prefix: &str) -> StoreResult<Vec<Id>> {
     let rows = t
@@ -205,6 +254,8 @@ struct Tables<'t> {
     refresh_by_expiry: Table<'t, (i64, TokenHash), ()>,
     revoked: Table<'t, (i64, Id), ()>,
     audit: Table<'t, (i64, u64), Bytes>,
+    grants: Table<'t, GrantId, GrantRow>,
+    grants_by_expiry: Table<'t, (i64, u8, TokenHash), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -223,6 +274,10 @@ impl<'t> Tables<'t> {
                 .ctx("open refresh_by_expiry")?,
             revoked: txn.open_table(REVOKED).ctx("open revoked")?,
             audit: txn.open_table(AUDIT).ctx("open audit")?,
+            grants: txn.open_table(GRANTS).ctx("open grants")?,
+            grants_by_expiry: txn
+                .open_table(GRANTS_BY_EXPIRY)
+                .ctx("open grants_by_expiry")?,
         })
     }
 
@@ -251,6 +306,20 @@ impl<'t> Tables<'t> {
         self.refresh_by_expiry
             .insert((r.expires_at, r.hash), ())
             .ctx("write refresh index")?;
+        Ok(())
+    }
+
+    /// Writes a grant row; callers keep `grants_by_expiry` in step.
+    fn write_grant(
+        &mut self,
+        id: GrantId,
+        version: u64,
+        expires_at: UnixTime,
+        value: &[u8],
+    ) -> StoreResult<()> {
+        self.grants
+            .insert(id, (version, expires_at, value))
+            .ctx("write grant")?;
         Ok(())
     }
 
@@ -529,6 +598,61 @@ fn end_sessions(
     Ok(out)
 }
 
+fn next_version(version: u64) -> StoreResult<u64> {
+    version.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+        table: "grants",
+        detail: "version overflow".into(),
+    })
+}
+
+fn put_grant(t: &mut Tables, id: GrantId, value: &[u8], expires_at: UnixTime) -> StoreResult<()> {
+    let (kind, key) = id;
+    let old = grant_head(&t.grants, id)?;
+    // Computed before any change, so a failure leaves the transaction as it was.
+    let version = match old {
+        Some((version, _)) => next_version(version)?,
+        None => 1,
+    };
+    if let Some((_, old_expiry)) = old {
+        t.grants_by_expiry
+            .remove((old_expiry, kind, key))
+            .ctx("remove grant index")?;
+    }
+    t.write_grant(id, version, expires_at, value)?;
+    t.grants_by_expiry
+        .insert((expires_at, kind, key), ())
+        .ctx("write grant index")?;
+    Ok(())
+}
+
+fn swap_grant(
+    t: &mut Tables,
+    id: GrantId,
+    expected_version: u64,
+    new_value: Option<&[u8]>,
+) -> StoreResult<bool> {
+    let (kind, key) = id;
+    let Some((version, expires_at)) = grant_head(&t.grants, id)? else {
+        return Ok(false);
+    };
+    if version != expected_version {
+        return Ok(false);
+    }
+    match new_value {
+        Some(value) => {
+            let version = next_version(version)?;
+            t.write_grant(id, version, expires_at, value)?;
+        }
+        None => {
+            t.grants.remove(id).ctx("remove grant")?;
+            t.grants_by_expiry
+                .remove((expires_at, kind, key))
+                .ctx("remove grant index")?;
+        }
+    }
+    Ok(true)
+}
+
 /// Deletes one session whose retention has passed. A corrupt record is
 /// deleted too (its time is up), leaving index rows that readers skip,
 /// rather than blocking every later sweep.
@@ -596,6 +720,32 @@ fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> StoreResult<us
     Ok(keys.len())
 }
 
+fn sweep_grants(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+    let keys: Vec<(i64, u8, TokenHash)> = {
+        let rows = t
+            .grants_by_expiry
+            .range(..=(now, u8::MAX, MAX_HASH))
+            .ctx("scan grant index")?;
+        rows.take(batch)
+            .map(|r| r.map(|(k, _)| k.value()).ctx("scan grant index"))
+            .collect::<StoreResult<_>>()?
+    };
+    let mut deleted = 0;
+    for (expires_at, kind, key) in keys {
+        t.grants_by_expiry
+            .remove((expires_at, kind, key))
+            .ctx("remove grant index")?;
+        // The index is kept in step with the rows; should a row ever be
+        // stale, the grant it names is left to its own row.
+        let id = (kind, key);
+        if grant_head(&t.grants, id)?.is_some_and(|(_, at)| at == expires_at) {
+            t.grants.remove(id).ctx("remove grant")?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 fn sweep(
     t: &mut Tables,
     now: UnixTime,
@@ -609,6 +759,7 @@ fn sweep(
         refresh_tokens: sweep_refresh(t, now, batch)?,
         revocations: sweep_revoked(t, now, batch)?,
         audit: sweep_audit(t, audit_before, batch)?,
+        grants: sweep_grants(t, now, batch)?,
     })
 }
 
@@ -1178,6 +1329,40 @@ impl Store for RedbStore {
             .await
     }
 
+    async fn put_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        value: &[u8],
+        expires_at: UnixTime,
+    ) -> StoreResult<()> {
+        let (id, value) = ((kind_code(kind), *key), value.to_vec());
+        self.write("put_grant", move |t| put_grant(t, id, &value, expires_at))
+            .await
+    }
+
+    async fn get_grant(&self, kind: GrantKind, key: &TokenHash) -> StoreResult<Option<Grant>> {
+        let id = (kind_code(kind), *key);
+        self.read("get_grant", move |rt| {
+            load_grant(&rt.open_table(GRANTS).ctx("open grants")?, id)
+        })
+        .await
+    }
+
+    async fn swap_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        expected_version: u64,
+        new_value: Option<&[u8]>,
+    ) -> StoreResult<bool> {
+        let (id, new_value) = ((kind_code(kind), *key), new_value.map(<[u8]>::to_vec));
+        self.write("swap_grant", move |t| {
+            swap_grant(t, id, expected_version, new_value.as_deref())
+        })
+        .await
+    }
+
     async fn live_session_count(&self) -> StoreResult<u64> {
         self.read("live_session_count", |rt| {
             rt.open_table(LIVE)
@@ -1200,6 +1385,7 @@ mod tests {
             id: ClientId::parse(id).unwrap(),
             name: id.into(),
             secret_hash: "$argon2id$test".into(),
+            payload_key_sealed: None,
             redirect_uris: Vec::new(),
             grant_types: GrantType::defaults(),
             access_token_ttl: None,
@@ -1216,6 +1402,7 @@ mod tests {
             subject: Subject::parse("alice").unwrap(),
             scope: Scope::default(),
             claims: serde_json::Map::new(),
+            token_claims: serde_json::Map::new(),
             dialect: "native".into(),
             reference: None,
             created_at: at,
@@ -1305,6 +1492,55 @@ mod tests {
         );
     }
 
+    #[test]
+    fn grant_ops_of_one_batch_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = bare_db(&dir);
+        let commits = AtomicU64::new(0);
+        let id = (kind_code(GrantKind::Otp), [7; 32]);
+        let gone = (kind_code(GrantKind::AuthorizationCode), [7; 32]);
+        let (put, mut put_rx) = job("put", move |t| put_grant(t, id, b"a", 100));
+        let (swap, mut swap_rx) = job("swap", move |t| swap_grant(t, id, 1, Some(b"b".as_slice())));
+        let (stale, mut stale_rx) = job("stale", move |t| {
+            swap_grant(t, id, 1, Some(b"c".as_slice()))
+        });
+        let (replace, mut replace_rx) = job("replace", move |t| put_grant(t, id, b"d", 200));
+        let (made, mut made_rx) = job("made", move |t| put_grant(t, gone, b"x", 100));
+        let (used, mut used_rx) = job("used", move |t| swap_grant(t, gone, 1, None));
+        run_batch(&db, vec![put, swap, stale, replace, made, used], &commits);
+        assert!(matches!(put_rx.try_recv(), Ok(Ok(()))));
+        assert!(matches!(swap_rx.try_recv(), Ok(Ok(true))), "sees the put");
+        assert!(
+            matches!(stale_rx.try_recv(), Ok(Ok(false))),
+            "sees the swap"
+        );
+        assert!(matches!(replace_rx.try_recv(), Ok(Ok(()))));
+        assert!(matches!(made_rx.try_recv(), Ok(Ok(()))));
+        assert!(matches!(used_rx.try_recv(), Ok(Ok(true))));
+        assert_eq!(commits.load(Ordering::Relaxed), 1);
+
+        let rt = db.begin_read().unwrap();
+        let grants = rt.open_table(GRANTS).unwrap();
+        let expected = Grant {
+            value: b"d".to_vec(),
+            version: 3,
+            expires_at: 200,
+        };
+        assert_eq!(load_grant(&grants, id).unwrap(), Some(expected));
+        assert_eq!(load_grant(&grants, gone).unwrap(), None);
+        let index = rt.open_table(GRANTS_BY_EXPIRY).unwrap();
+        let rows: Vec<(i64, u8, TokenHash)> = index
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![(200, id.0, id.1)],
+            "one row per grant, current expiry"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn group_commit_batches_concurrent_writes() {
         let dir = tempfile::tempdir().unwrap();
@@ -1351,6 +1587,11 @@ mod tests {
             by: Actor::Client(owner.id.clone()),
         };
         store.end_sessions(&[ended.id], &end, 2000).await.unwrap();
+        let code = [9; 32];
+        store
+            .put_grant(GrantKind::AuthorizationCode, &code, b"{\"n\":1}", 5000)
+            .await
+            .unwrap();
         drop(store);
 
         let store = RedbStore::open(&path).unwrap();
@@ -1372,6 +1613,18 @@ mod tests {
             vec![(ended.id, 1300)]
         );
         assert_eq!(store.audit_log(10).await.unwrap().len(), 1);
+        let grant = Grant {
+            value: b"{\"n\":1}".to_vec(),
+            version: 1,
+            expires_at: 5000,
+        };
+        assert_eq!(
+            store
+                .get_grant(GrantKind::AuthorizationCode, &code)
+                .await
+                .unwrap(),
+            Some(grant)
+        );
     }
 
     #[cfg(unix)]
@@ -1441,6 +1694,8 @@ mod tests {
             t.refresh_by_expiry.len().unwrap(),
             t.revoked.len().unwrap(),
             t.audit.len().unwrap(),
+            t.grants.len().unwrap(),
+            t.grants_by_expiry.len().unwrap(),
         ];
         drop(t);
         txn.abort().unwrap();
@@ -1469,6 +1724,14 @@ mod tests {
                 .await
                 .unwrap();
             ids.push(s.id);
+            let kind = [GrantKind::Otp, GrantKind::LoginChallenge][i as usize % 2];
+            let key = [0x40 + i as u8; 32];
+            store.put_grant(kind, &key, b"{}", 1000 + i).await.unwrap();
+            if i % 3 == 0 {
+                // A replace moves the index row; a swap keeps it.
+                store.put_grant(kind, &key, b"{}", 2000 + i).await.unwrap();
+                assert!(store.swap_grant(kind, &key, 2, Some(b"[]")).await.unwrap());
+            }
         }
         let end = Ended {
             at: 1200,
@@ -1478,6 +1741,6 @@ mod tests {
         store.end_sessions(&ids[..10], &end, 3000).await.unwrap();
         assert!(row_counts(&store).iter().all(|&n| n > 0));
         while store.sweep(1_000_000, 1_000_000, 7).await.unwrap().total() > 0 {}
-        assert_eq!(row_counts(&store), vec![0; 10]);
+        assert_eq!(row_counts(&store), vec![0; 12]);
     }
 }
