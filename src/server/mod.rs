@@ -101,9 +101,23 @@ impl Application {
     }
 
     /// Build with an injected clock (tests move time without sleeping).
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(settings, clock, None).await
+    }
+
+    /// Build with an injected clock and, optionally, a store (the embedded
+    /// store in the data directory when `None`).
+    pub async fn build_with(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<dyn Store>>,
+    ) -> anyhow::Result<Self> {
         let dir = settings.data_dir.clone();
-        ensure_private_dir(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        ensure_private_dir(&dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
         let hasher = token_hasher(&dir)?;
         let admin_token = match &settings.admin_token {
             Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
@@ -111,12 +125,19 @@ impl Application {
         };
         let admin_token_hash = SecretBox::new(Box::new(hasher.hash("admin-token", &admin_token)));
         let keys = Arc::new(
-            Keyring::load_or_create(&dir.join(KEYS_DIR), clock.now()).context("loading signing keys")?,
+            Keyring::load_or_create(&dir.join(KEYS_DIR), clock.now())
+                .context("loading signing keys")?,
         );
-        let store_path = dir.join(STORE_FILE);
-        let store: Arc<dyn Store> = Arc::new(
-            RedbStore::open(&store_path).with_context(|| format!("opening store {}", store_path.display()))?,
-        );
+        let store: Arc<dyn Store> = match store {
+            Some(s) => s,
+            None => {
+                let path = dir.join(STORE_FILE);
+                Arc::new(
+                    RedbStore::open(&path)
+                        .with_context(|| format!("opening store {}", path.display()))?,
+                )
+            }
+        };
 
         let listener = TcpListener::bind(&settings.listen)
             .await
@@ -129,7 +150,9 @@ impl Application {
             .trim_end_matches('/')
             .to_owned();
         let otp_sender: Arc<dyn OtpSender> = match settings.otp_via_webhook() {
-            Some(url) => Arc::new(WebhookSender::new(url.to_owned()).map_err(|e| anyhow::anyhow!(e))?),
+            Some(url) => {
+                Arc::new(WebhookSender::new(url.to_owned()).map_err(|e| anyhow::anyhow!(e))?)
+            }
             None => {
                 tracing::warn!("OTPs are delivered to the log (otp_sender = \"log\"); set otp_webhook for production");
                 Arc::new(LogSender)
@@ -177,12 +200,16 @@ impl Application {
     }
 
     /// Serve until `shutdown` completes, then finish in-flight requests.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(sweep_loop(self.engine.clone(), self.sweep_every, stop_rx));
         let result = axum::serve(
             self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
@@ -195,7 +222,10 @@ impl Application {
 
 /// Run Tessera with `settings` until SIGTERM or ctrl-c.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    Application::build(settings).await?.run_until(shutdown_signal()).await
+    Application::build(settings)
+        .await?
+        .run_until(shutdown_signal())
+        .await
 }
 
 async fn shutdown_signal() {
@@ -220,7 +250,11 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
-async fn sweep_loop(engine: Arc<Engine>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn sweep_loop(
+    engine: Arc<Engine>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -259,23 +293,23 @@ fn routes(state: Arc<AppState>, timeout: Duration) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(timeout, time_limit))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                // The route template only: raw paths and query strings can
-                // carry ids, codes and OTPs.
-                let route = req
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_default();
-                tracing::info_span!("request", method = %req.method(), %route)
-            }),
-        )
-        .layer(middleware::from_fn(ops::track))
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            tracing::error!("a request handler panicked");
-            ApiError::internal().into_response()
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // The route template only: raw paths and query strings can
+            // carry ids, codes and OTPs.
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %req.method(), %route)
         }))
+        .layer(middleware::from_fn(ops::track))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::internal().into_response()
+            },
+        ))
         .with_state(state)
 }
 

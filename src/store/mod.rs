@@ -7,6 +7,7 @@
 //! if it is still current").
 
 pub mod conformance;
+pub mod faulty;
 pub mod postgres;
 pub mod redb;
 

@@ -1,0 +1,200 @@
+//! A store wrapper that can be told to fail, for outage tests: with writes
+//! (or reads) switched off, every such call answers `Unavailable` exactly as
+//! a backend that lost its disk or its database would.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreError, StoreResult, SweepStats,
+};
+use crate::core::clock::UnixTime;
+use crate::core::ids::{ClientId, SessionId, Subject};
+use crate::core::model::{
+    Client, Ended, RefreshRecord, Revocation, Session, SessionFilter, TokenHash,
+};
+
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    fail_writes: AtomicBool,
+    fail_reads: AtomicBool,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            fail_writes: AtomicBool::new(false),
+            fail_reads: AtomicBool::new(false),
+        }
+    }
+
+    pub fn fail_writes(&self, on: bool) {
+        self.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    pub fn fail_reads(&self, on: bool) {
+        self.fail_reads.store(on, Ordering::SeqCst);
+    }
+
+    fn write(&self) -> StoreResult<()> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected write failure".into()));
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> StoreResult<()> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected read failure".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read()?;
+        self.write()?;
+        self.inner.ping().await
+    }
+    async fn insert_client(&self, client: &Client) -> StoreResult<()> {
+        self.write()?;
+        self.inner.insert_client(client).await
+    }
+    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
+        self.write()?;
+        self.inner.update_client(client).await
+    }
+    async fn get_client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
+        self.read()?;
+        self.inner.get_client(id).await
+    }
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        self.read()?;
+        self.inner.list_clients().await
+    }
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<bool> {
+        self.write()?;
+        self.inner.delete_client(id).await
+    }
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: Option<&RefreshRecord>,
+    ) -> StoreResult<()> {
+        self.write()?;
+        self.inner.create_session(session, refresh).await
+    }
+    async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
+        self.read()?;
+        self.inner.get_session(id).await
+    }
+    async fn find_session_by_reference(
+        &self,
+        client: &ClientId,
+        reference: &TokenHash,
+    ) -> StoreResult<Option<Session>> {
+        self.read()?;
+        self.inner
+            .find_session_by_reference(client, reference)
+            .await
+    }
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>> {
+        self.read()?;
+        self.inner.list_sessions(filter, now).await
+    }
+    async fn extend_access_cover(&self, id: &SessionId, until: UnixTime) -> StoreResult<bool> {
+        self.write()?;
+        self.inner.extend_access_cover(id, until).await
+    }
+    async fn get_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
+        self.read()?;
+        self.inner.get_refresh(hash).await
+    }
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        new: &RefreshRecord,
+        now: UnixTime,
+        access_exp: UnixTime,
+    ) -> StoreResult<RotateOutcome> {
+        self.write()?;
+        self.inner.rotate_refresh(old, new, now, access_exp).await
+    }
+    async fn end_sessions(
+        &self,
+        ids: &[SessionId],
+        ended: &Ended,
+        delete_after: UnixTime,
+    ) -> StoreResult<Vec<EndedSession>> {
+        self.write()?;
+        self.inner.end_sessions(ids, ended, delete_after).await
+    }
+    async fn sessions_of_subject(
+        &self,
+        subject: &Subject,
+        client: Option<&ClientId>,
+    ) -> StoreResult<Vec<SessionId>> {
+        self.read()?;
+        self.inner.sessions_of_subject(subject, client).await
+    }
+    async fn sessions_of_client(&self, client: &ClientId) -> StoreResult<Vec<SessionId>> {
+        self.read()?;
+        self.inner.sessions_of_client(client).await
+    }
+    async fn active_revocations(&self, now: UnixTime) -> StoreResult<Vec<(SessionId, UnixTime)>> {
+        self.read()?;
+        self.inner.active_revocations(now).await
+    }
+    async fn audit_log(&self, limit: usize) -> StoreResult<Vec<Revocation>> {
+        self.read()?;
+        self.inner.audit_log(limit).await
+    }
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        audit_before: UnixTime,
+        batch: usize,
+    ) -> StoreResult<SweepStats> {
+        self.write()?;
+        self.inner.sweep(now, audit_before, batch).await
+    }
+    async fn put_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        value: &[u8],
+        expires_at: UnixTime,
+    ) -> StoreResult<()> {
+        self.write()?;
+        self.inner.put_grant(kind, key, value, expires_at).await
+    }
+    async fn get_grant(&self, kind: GrantKind, key: &TokenHash) -> StoreResult<Option<Grant>> {
+        self.read()?;
+        self.inner.get_grant(kind, key).await
+    }
+    async fn swap_grant(
+        &self,
+        kind: GrantKind,
+        key: &TokenHash,
+        expected_version: u64,
+        new_value: Option<&[u8]>,
+    ) -> StoreResult<bool> {
+        self.write()?;
+        self.inner
+            .swap_grant(kind, key, expected_version, new_value)
+            .await
+    }
+    async fn live_session_count(&self) -> StoreResult<u64> {
+        self.read()?;
+        self.inner.live_session_count().await
+    }
+}
