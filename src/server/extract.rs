@@ -14,19 +14,40 @@ use super::error::ApiError;
 
 /// Read the whole body, refusing more than `limit` bytes.
 pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            format!("request body is larger than {limit} bytes or could not be read"),
-        )
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!("request body is larger than {limit} bytes"),
+            )
+        } else {
+            ApiError::invalid_request("request body could not be read (malformed transfer encoding?)")
+        }
     })
+}
+
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The media type of the request, lower-cased, without parameters.
 pub fn media_type(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 pub fn require_media_type(headers: &HeaderMap, want: &'static str) -> Result<(), ApiError> {
@@ -63,14 +84,20 @@ impl Form {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let (k, v) = (decode_component(k)?, decode_component(v)?);
             if map.insert(k.clone(), v).is_some() {
-                return Err(ApiError::invalid_request(format!("parameter {k:?} is repeated")));
+                return Err(ApiError::invalid_request(format!(
+                    "parameter {k:?} is repeated"
+                )));
             }
         }
         Ok(Self(map))
     }
 
     /// Read and parse a form body, checking the content type first.
-    pub async fn from_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<Self, ApiError> {
+    pub async fn from_request(
+        headers: &HeaderMap,
+        body: Body,
+        limit: usize,
+    ) -> Result<Self, ApiError> {
         if media_type(headers).as_deref() != Some("application/x-www-form-urlencoded") {
             return Err(ApiError::invalid_request(
                 "Content-Type must be application/x-www-form-urlencoded",
@@ -91,9 +118,18 @@ impl Form {
 }
 
 /// Parse a JSON body into `T`, checking the content type first.
-pub async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize) -> Result<T, ApiError> {
+pub async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
     require_media_type(headers, "application/json")?;
     let bytes = read_body(body, limit).await?;
+    // Derived `Deserialize` also accepts a JSON array (fields by position);
+    // every body of this API is an object, so say so instead.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_request("JSON body must be an object"));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         // serde's message says what and where, never echoing secrets back
         // beyond the offending token.
@@ -121,7 +157,9 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
-    let decoded = STANDARD.decode(rest.trim()).map_err(|_| ApiError::invalid_client())?;
+    let decoded = STANDARD
+        .decode(rest.trim())
+        .map_err(|_| ApiError::invalid_client())?;
     let text = String::from_utf8(decoded).map_err(|_| ApiError::invalid_client())?;
     let (id, secret) = text.split_once(':').ok_or_else(ApiError::invalid_client)?;
     // RFC 6749 §2.3.1: both parts are form-urlencoded before encoding.
@@ -142,12 +180,17 @@ pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCred
         )),
         (Some(c), None) => {
             if form.get("client_id").is_some_and(|id| id != c.client_id) {
-                return Err(ApiError::invalid_request("client_id does not match the Basic credentials"));
+                return Err(ApiError::invalid_request(
+                    "client_id does not match the Basic credentials",
+                ));
             }
             Ok(c)
         }
         (None, Some(secret)) => Ok(ClientCredentials {
-            client_id: form.get("client_id").ok_or_else(ApiError::invalid_client)?.to_owned(),
+            client_id: form
+                .get("client_id")
+                .ok_or_else(ApiError::invalid_client)?
+                .to_owned(),
             client_secret: secret.to_owned(),
         }),
         (None, None) => Err(ApiError::invalid_client()),
@@ -160,7 +203,10 @@ pub struct PathParam(pub String);
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(s)| PathParam(s))
@@ -174,7 +220,12 @@ pub struct QueryParams<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        // axum decodes queries lossily (bad UTF-8 becomes U+FFFD); refuse instead.
+        Form::parse(parts.uri.query().unwrap_or("").as_bytes())?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(q)| QueryParams(q))
