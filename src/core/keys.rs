@@ -288,7 +288,15 @@ impl Keyring {
     pub fn jwks(&self) -> serde_json::Value {
         let set = self.snapshot();
         let mut keys: Vec<&LoadedKey> = set.keys.values().collect();
-        keys.sort_by_key(|k| std::cmp::Reverse(k.file.created_at));
+        // Current key first, then newest first; ties broken by kid so the
+        // order is stable.
+        keys.sort_by_key(|k| {
+            (
+                k.file.kid != set.current,
+                std::cmp::Reverse(k.file.created_at),
+                k.file.kid.clone(),
+            )
+        });
         serde_json::json!({
             "keys": keys.iter().map(|k| serde_json::json!({
                 "kty": "OKP",

