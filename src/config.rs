@@ -16,6 +16,8 @@ pub struct Settings {
     pub listen: String,
     /// Where the embedded store, signing keys and admin token live.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: store sessions there instead of the embedded store.
+    pub database_url: Option<String>,
     /// `iss` of issued tokens; derived from the listen address when unset.
     pub issuer: Option<String>,
     /// Default access-token lifetime for clients that set none.
@@ -71,6 +73,7 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./tessera-data"),
+            database_url: None,
             issuer: None,
             access_token_ttl_seconds: e.access_token_ttl,
             max_access_token_ttl_seconds: e.max_access_token_ttl,
@@ -108,6 +111,8 @@ pub struct Overrides {
     pub issuer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otp_webhook: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

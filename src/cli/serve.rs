@@ -21,6 +21,7 @@ fn overrides(args: &ServeArgs) -> Overrides {
         data_dir: args.data_dir.clone(),
         issuer: args.issuer.clone(),
         otp_webhook: args.otp_webhook.clone(),
+        database_url: args.database_url.clone(),
     }
 }
 
@@ -61,6 +62,7 @@ mod tests {
             data_dir: Some("d".into()),
             issuer: None,
             otp_webhook: None,
+            database_url: None,
         });
         assert!(o.listen.is_none() && o.issuer.is_none());
         assert_eq!(o.data_dir.as_deref(), Some(std::path::Path::new("d")));

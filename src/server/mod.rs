@@ -38,6 +38,7 @@ use crate::core::engine::EngineDeps;
 use crate::core::keys::{ensure_private_dir, write_private_file, Keyring};
 use crate::core::secrets::{random_bytes, random_token, TokenHasher};
 use crate::core::Engine;
+use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
 use crate::store::Store;
 use error::ApiError;
@@ -128,9 +129,19 @@ impl Application {
             Keyring::load_or_create(&dir.join(KEYS_DIR), clock.now())
                 .context("loading signing keys")?,
         );
-        let store: Arc<dyn Store> = match store {
-            Some(s) => s,
-            None => {
+        let store: Arc<dyn Store> = match (store, &settings.database_url) {
+            (Some(s), _) => s,
+            (None, Some(url)) => {
+                let pg = PgStore::connect(url).await.context("connecting to PostgreSQL")?;
+                pg.migrate().await.context("applying database migrations")?;
+                tracing::warn!(
+                    "store: PostgreSQL. Signing keys, token.key and admin.token are still read from the \
+                     data directory, and a revocation reaches other nodes' in-memory indexes only at \
+                     their restart: run ONE node per database until fleet support lands"
+                );
+                Arc::new(pg)
+            }
+            (None, None) => {
                 let path = dir.join(STORE_FILE);
                 Arc::new(
                     RedbStore::open(&path)
