@@ -155,10 +155,26 @@ impl Settings {
             ("refresh_token_ttl_seconds", self.refresh_token_ttl_seconds),
             ("session_lifetime_seconds", self.session_lifetime_seconds),
         ];
+        // Ten years bounds every duration, so time arithmetic cannot overflow.
+        const MAX_SECS: i64 = 10 * 366 * 86_400;
         for (name, v) in positive {
-            if v < 1 {
-                return Err(ConfigError(format!("{name} must be at least 1")));
+            if !(1..=MAX_SECS).contains(&v) {
+                return Err(ConfigError(format!("{name} must be between 1 and {MAX_SECS}")));
             }
+        }
+        for (name, v) in [
+            ("refresh_grace_seconds", self.refresh_grace_seconds),
+            ("ended_session_retention_seconds", self.ended_session_retention_seconds),
+            ("otp_ttl_seconds", self.otp_ttl_seconds),
+        ] {
+            if v > MAX_SECS {
+                return Err(ConfigError(format!("{name} must be at most {MAX_SECS}")));
+            }
+        }
+        if !(1..=MAX_SECS).contains(&self.client_auth_window_seconds) || self.client_auth_max_failures < 1 {
+            return Err(ConfigError(
+                "client_auth_window_seconds and client_auth_max_failures must be at least 1".into(),
+            ));
         }
         if self.refresh_grace_seconds < 0 || self.ended_session_retention_seconds < 0 {
             return Err(ConfigError(

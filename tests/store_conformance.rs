@@ -38,8 +38,8 @@ impl Store for TempRedb {
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         self.store.insert_client(client).await
     }
-    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
-        self.store.update_client(client).await
+    async fn update_client(&self, client: &Client, expected_version: u32) -> StoreResult<bool> {
+        self.store.update_client(client, expected_version).await
     }
     async fn get_client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
         self.store.get_client(id).await
@@ -160,7 +160,10 @@ async fn whole_suite_on_one_shared_store() {
     let s = || store.clone();
     tokio::join!(
         c::clients_crud(s()),
+        c::client_update_compares_version(s()),
+        c::client_concurrent_updates_one_wins(s()),
         c::session_create_and_get(s()),
+        c::session_for_missing_client_is_refused(s()),
         c::list_sessions_filters_and_orders(s()),
         c::reference_unique_among_live_sessions(s()),
         c::rotate_refresh_once(s()),

@@ -11,6 +11,7 @@
 //! gives no hook for; instead each run drops the test schemas older than an
 //! hour, so they never pile up.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -311,6 +312,130 @@ async fn fleet_rotation_racing_an_end_stays_covered() {
         } else {
             assert_eq!(end[0].access_cover_until, T0 + round + 300);
         }
+    }
+}
+
+/// What one creator of [`fleet_client_delete_racing_session_creates`] saw.
+#[derive(Default)]
+struct Created {
+    /// Sessions whose create answered Ok.
+    ok: Vec<SessionId>,
+    /// Creates that began after the delete had returned, and their answers.
+    after_delete: Vec<Result<(), String>>,
+}
+
+/// Creates sessions for `owner` until one is refused as `Missing("client")`.
+async fn create_until_missing(
+    store: PgStore,
+    owner: ClientId,
+    made: Arc<AtomicUsize>,
+    deleted: Arc<AtomicBool>,
+) -> Created {
+    let mut seen = Created::default();
+    for i in 0.. {
+        let began_after_delete = deleted.load(Ordering::SeqCst);
+        let s = session(&owner, T0 + i);
+        let refresh = (i % 2 == 0).then(|| refresh(&s));
+        let got = store.create_session(&s, refresh.as_ref()).await;
+        if began_after_delete {
+            seen.after_delete
+                .push(got.as_ref().map(|_| ()).map_err(|e| format!("{e:?}")));
+        }
+        match got {
+            Ok(()) => {
+                seen.ok.push(s.id);
+                made.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(StoreError::Missing("client")) => {
+                assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+                if let Some(r) = &refresh {
+                    assert_eq!(store.get_refresh(&r.hash).await.unwrap(), None);
+                }
+                return seen;
+            }
+            Err(e) => panic!("create_session failed: {e:?}"),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// The engine deletes a client, then ends the sessions `sessions_of_client`
+/// finds. With sessions being created for that client on other nodes at
+/// the same time, no session may escape: every create either committed
+/// before the delete (and is found right after it) or is refused, and no
+/// create that starts after the delete returned succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fleet_client_delete_racing_session_creates() {
+    let Some(url) = database_url() else { return };
+    let _shared = GLOBAL.read().await;
+    let nodes = [node(&url).await, node(&url).await];
+    for round in 0..30usize {
+        let owner = client();
+        nodes[0].insert_client(&owner).await.unwrap();
+        let made = Arc::new(AtomicUsize::new(0));
+        let deleted = Arc::new(AtomicBool::new(false));
+        // One creator per node; the delete comes from the second node.
+        let creators: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let work = create_until_missing(
+                    n.clone(),
+                    owner.id.clone(),
+                    made.clone(),
+                    deleted.clone(),
+                );
+                tokio::spawn(work)
+            })
+            .collect();
+        // Let a few creates land first, so the delete meets creates in flight.
+        let head_start = round % 4;
+        let started = tokio::time::timeout(Duration::from_secs(10), async {
+            while made.load(Ordering::SeqCst) < head_start {
+                tokio::task::yield_now().await;
+            }
+        });
+        started.await.expect("the creators make sessions");
+        assert!(nodes[1].delete_client(&owner.id).await.unwrap());
+        deleted.store(true, Ordering::SeqCst);
+        // What the engine would end, read right after the delete committed.
+        let found = nodes[1].sessions_of_client(&owner.id).await.unwrap();
+        let late = session(&owner.id, T0);
+        let refused = nodes[0].create_session(&late, None).await;
+        assert!(
+            matches!(refused, Err(StoreError::Missing("client"))),
+            "round {round}: a create after the delete: {refused:?}"
+        );
+
+        let mut ok = Vec::new();
+        for creator in creators {
+            let seen = creator.await.expect("creator ran");
+            for got in &seen.after_delete {
+                assert!(
+                    got.as_ref().is_err_and(|e| e.contains("Missing")),
+                    "round {round}: a create begun after the delete returned {got:?}"
+                );
+            }
+            ok.extend(seen.ok);
+        }
+        let (mut ok, mut found) = (ok, found);
+        ok.sort();
+        found.sort();
+        assert_eq!(
+            ok, found,
+            "round {round}: every session created is found right after the delete"
+        );
+        let mut now = nodes[0].sessions_of_client(&owner.id).await.unwrap();
+        now.sort();
+        assert_eq!(now, found, "round {round}: none committed after the delete");
+        nodes[0]
+            .end_sessions(&found, &admin_end(T0 + 10), T0 + 1000)
+            .await
+            .unwrap();
+        assert!(nodes[1]
+            .sessions_of_client(&owner.id)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
 

@@ -12,6 +12,11 @@ use super::{AdminArgs, AdminCommand, ClientCommand, KeysCommand, SessionCommand,
 
 const ONCE: &str = "The client secret is shown only once: store it now. \
                     `tessera client rotate-secret` issues a new one.";
+const CREATED_ONCE: &str = "The client secret and payload key are shown only once: store them \
+                            now. `tessera client rotate-secret` and `rotate-payload-key` issue \
+                            new ones.";
+const KEY_ONCE: &str = "The payload key is shown only once: store it now. \
+                        `tessera client rotate-payload-key` issues a new one.";
 
 /// What a command prints: `stdout` for the result, `notice` for stderr
 /// (kept off stdout under `--json` so scripts can parse stdout whole).
@@ -82,6 +87,18 @@ pub async fn run(cmd: &AdminCommand) -> Result<Output, CliError> {
                 .await?;
             (v, View::RotatedSecret)
         }
+        AdminCommand::Client(ClientCommand::RotatePayloadKey { client_id, .. }) => {
+            check_segment("client id", client_id)?;
+            let v = api
+                .call(
+                    Method::POST,
+                    &["clients", client_id, "rotate-payload-key"],
+                    &[],
+                    none,
+                )
+                .await?;
+            (v, View::RotatedPayloadKey)
+        }
         AdminCommand::Session(SessionCommand::List {
             subject,
             client_id,
@@ -146,6 +163,7 @@ pub enum View {
     Clients,
     DeletedClient,
     RotatedSecret,
+    RotatedPayloadKey,
     /// `whom` names the filter for the "no sessions" line.
     Sessions {
         whom: String,
@@ -156,14 +174,19 @@ pub enum View {
 }
 
 pub fn render(v: &Value, view: &View, args: &AdminArgs) -> Output {
-    let shows_secret = matches!(view, View::CreatedClient | View::RotatedSecret);
+    let notice = match view {
+        View::CreatedClient => Some(CREATED_ONCE),
+        View::RotatedSecret => Some(ONCE),
+        View::RotatedPayloadKey => Some(KEY_ONCE),
+        _ => None,
+    };
     if args.json {
         // Pretty-printing re-serialises the server's value unchanged; the
         // contract is "one JSON value on stdout".
         let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
         return Output {
             stdout: format!("{text}\n"),
-            notice: shows_secret.then(|| ONCE.to_owned()),
+            notice: notice.map(str::to_owned),
         };
     }
     let stdout = match view {
@@ -171,6 +194,7 @@ pub fn render(v: &Value, view: &View, args: &AdminArgs) -> Output {
             let fields = [
                 "client_id",
                 "client_secret",
+                "payload_key",
                 "name",
                 "redirect_uris",
                 "grant_types",
@@ -178,9 +202,12 @@ pub fn render(v: &Value, view: &View, args: &AdminArgs) -> Output {
                 "refresh_token_ttl",
                 "created_at",
             ];
-            format!("{}\n{ONCE}\n", object(v, &fields))
+            format!("{}\n{CREATED_ONCE}\n", object(v, &fields))
         }
         View::RotatedSecret => format!("{}\n{ONCE}\n", object(v, &["client_id", "client_secret"])),
+        View::RotatedPayloadKey => {
+            format!("{}\n{KEY_ONCE}\n", object(v, &["client_id", "payload_key"]))
+        }
         View::Clients => list(v, "clients", "no clients\n".into(), CLIENT_COLUMNS),
         View::Sessions { whom } => list(
             v,
@@ -268,7 +295,7 @@ mod tests {
     #[test]
     fn created_client_as_text() {
         let v = json!({
-            "client_id": "tc_1", "client_secret": "s", "name": "App",
+            "client_id": "tc_1", "client_secret": "s", "payload_key": "k", "name": "App",
             "redirect_uris": [], "grant_types": ["session", "refresh_token"],
             "access_token_ttl": null, "refresh_token_ttl": 600, "created_at": 0
         });
@@ -277,6 +304,7 @@ mod tests {
             out.stdout,
             "client_id:          tc_1\n\
              client_secret:      s\n\
+             payload_key:        k\n\
              name:               App\n\
              redirect_uris:      -\n\
              grant_types:        session,refresh_token\n\
@@ -285,10 +313,35 @@ mod tests {
              created_at:         1970-01-01 00:00:00Z\n\
              \n"
             .to_owned()
-                + ONCE
+                + CREATED_ONCE
                 + "\n"
         );
         assert_eq!(out.notice, None);
+    }
+
+    #[test]
+    fn rotated_payload_key() {
+        let v = json!({"client_id": "MOB-APP-2001", "payload_key": "k3y"});
+        let out = render(&v, &View::RotatedPayloadKey, &args(false));
+        assert!(out
+            .stdout
+            .starts_with("client_id:    MOB-APP-2001\npayload_key:  k3y\n"));
+        assert!(out.stdout.contains("rotate-payload-key"));
+        let out = render(&v, &View::RotatedPayloadKey, &args(true));
+        assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap(), v);
+        assert!(out
+            .notice
+            .unwrap()
+            .contains("payload key is shown only once"));
+        use clap::Parser as _;
+        let cli =
+            crate::cli::Cli::try_parse_from(["tessera", "client", "rotate-payload-key", "C1"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            crate::cli::Command::Admin(AdminCommand::Client(ClientCommand::RotatePayloadKey { ref client_id, .. }))
+                if client_id == "C1"
+        ));
     }
 
     #[test]

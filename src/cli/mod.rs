@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Deliver OTPs by POSTing them to this URL (instead of the log).
     #[arg(long, value_name = "URL")]
     pub otp_webhook: Option<String>,
+    /// Keep sessions in this PostgreSQL database instead of the embedded store.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 /// Options shared by every admin command.
@@ -97,7 +100,7 @@ pub enum AdminCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Register a client; prints its secret, once.
+    /// Register a client; prints its secret and payload key, once.
     Create {
         /// Human-readable name.
         #[arg(long)]
@@ -134,6 +137,13 @@ pub enum ClientCommand {
     },
     /// Issue a new client secret; the old one stops working.
     RotateSecret {
+        client_id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Issue a new payload-encryption key (token-service dialect); the old
+    /// one stops working.
+    RotatePayloadKey {
         client_id: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -194,7 +204,8 @@ impl AdminCommand {
                 ClientCommand::Create { admin, .. }
                 | ClientCommand::List { admin }
                 | ClientCommand::Delete { admin, .. }
-                | ClientCommand::RotateSecret { admin, .. },
+                | ClientCommand::RotateSecret { admin, .. }
+                | ClientCommand::RotatePayloadKey { admin, .. },
             )
             | Self::Session(
                 SessionCommand::List { admin, .. } | SessionCommand::Revoke { admin, .. },

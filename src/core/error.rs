@@ -46,6 +46,9 @@ impl From<StoreError> for EngineError {
         match e {
             StoreError::Unavailable(_) => Self::Unavailable(e),
             StoreError::Conflict(what) => Self::Conflict(what),
+            // The only dependency a write checks is the client: it was
+            // deleted while this request was in flight.
+            StoreError::Missing(_) => Self::InvalidClient,
             StoreError::Corrupt { .. } => Self::Internal(e.to_string()),
         }
     }

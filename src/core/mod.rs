@@ -8,6 +8,7 @@ pub mod clock;
 pub mod delivery;
 pub mod engine;
 pub mod error;
+pub mod gstin;
 pub mod ids;
 pub mod keys;
 pub mod model;

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -14,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{json_body, PathParam, QueryParams};
-use super::sessions::{parse_session_id, parse_subject, SessionEnded, SessionList, SessionView, SubjectEnded};
+use super::sessions::{
+    parse_session_id, parse_subject, SessionEnded, SessionList, SessionView, SubjectEnded,
+};
 use super::AppState;
 use crate::core::engine::NewClient;
 use crate::core::ids::ClientId;
@@ -25,28 +28,46 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/clients", get(list_clients).post(create_client))
         .route("/admin/clients/{client_id}", delete(delete_client))
-        .route("/admin/clients/{client_id}/rotate-secret", post(rotate_secret))
-        .route("/admin/clients/{client_id}/rotate-payload-key", post(rotate_payload_key))
+        .route(
+            "/admin/clients/{client_id}/rotate-secret",
+            post(rotate_secret),
+        )
+        .route(
+            "/admin/clients/{client_id}/rotate-payload-key",
+            post(rotate_payload_key),
+        )
         .route("/admin/sessions", get(list_sessions))
         .route("/admin/sessions/{id}", delete(revoke_session))
         .route("/admin/subjects/{subject}/sessions", delete(revoke_subject))
         .route("/admin/keys/rotate", post(rotate_keys))
         .route("/admin/revocations", get(audit))
-        .route_layer(middleware::from_fn_with_state(state, require_admin))
+        .route_layer(middleware::from_extractor_with_state::<AdminAuth, _>(state))
 }
 
-async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if !is_admin(&state, req.headers()) {
-        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the admin token is missing or wrong");
-        e.retry_after = None;
-        let mut r = e.into_response();
+/// Proof that the caller presented the admin token (as a Bearer token).
+/// The one admin check: the admin router requires it as a layer, and other
+/// admin routes (the login API) take it as an argument.
+pub struct AdminAuth;
+
+impl FromRequestParts<Arc<AppState>> for AdminAuth {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Response> {
+        if is_admin(state, &parts.headers) {
+            return Ok(AdminAuth);
+        }
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the admin token is missing or wrong",
+        )
+        .into_response();
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
         );
-        return r;
+        Err(r)
     }
-    next.run(req).await
 }
 
 fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
@@ -165,7 +186,8 @@ pub async fn create_client(
         .grant_types
         .iter()
         .map(|g| {
-            GrantType::parse(g).ok_or_else(|| ApiError::invalid_request(format!("unknown grant type {g:?}")))
+            GrantType::parse(g)
+                .ok_or_else(|| ApiError::invalid_request(format!("unknown grant type {g:?}")))
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let new = NewClient {
@@ -216,7 +238,10 @@ pub async fn delete_client(
 #[utoipa::path(post, path = "/admin/clients/{client_id}/rotate-secret", tag = "admin", params(("client_id" = String, Path)),
     responses((status = 200, body = RotatedSecret), (status = 404, body = super::error::ErrorBody)),
     security(("admin_token" = [])))]
-pub async fn rotate_secret(State(state): State<Arc<AppState>>, PathParam(id): PathParam) -> ApiResult<Response> {
+pub async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
     let id = parse_client_id(&id).map_err(|_| ApiError::not_found("client"))?;
     let (client, secret) = state.engine.rotate_client_secret(&id).await?;
     Ok(super::oauth::no_store(RotatedSecret {
@@ -235,7 +260,10 @@ fn payload_key_b64(state: &AppState, client: &Client) -> ApiResult<String> {
 #[utoipa::path(post, path = "/admin/clients/{client_id}/rotate-payload-key", tag = "admin", params(("client_id" = String, Path)),
     responses((status = 200, body = RotatedPayloadKey), (status = 404, body = super::error::ErrorBody)),
     security(("admin_token" = [])))]
-pub async fn rotate_payload_key(State(state): State<Arc<AppState>>, PathParam(id): PathParam) -> ApiResult<Response> {
+pub async fn rotate_payload_key(
+    State(state): State<Arc<AppState>>,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
     let id = parse_client_id(&id).map_err(|_| ApiError::not_found("client"))?;
     let client = state.engine.rotate_payload_key(&id).await?;
     Ok(super::oauth::no_store(RotatedPayloadKey {
@@ -320,7 +348,12 @@ pub async fn revoke_subject(
     let client = q.client_id.as_deref().map(parse_client_id).transpose()?;
     let n = state
         .engine
-        .end_subject(&subject, client.as_ref(), EndReason::SubjectRevoked, Actor::Admin)
+        .end_subject(
+            &subject,
+            client.as_ref(),
+            EndReason::SubjectRevoked,
+            Actor::Admin,
+        )
         .await?;
     Ok(Json(SubjectEnded {
         subject: subject.to_string(),

@@ -28,7 +28,11 @@ pub struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        error: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             status,
             error,
@@ -42,11 +46,19 @@ impl ApiError {
     }
 
     pub fn invalid_client() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        )
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn unavailable() -> Self {
@@ -60,7 +72,11 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error",
+        )
     }
 }
 
@@ -87,7 +103,11 @@ impl From<EngineError> for ApiError {
             E::InvalidScope(why) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", why),
             E::InvalidRequest(why) => Self::invalid_request(why),
             E::NotFound(what) => Self::not_found(what),
-            E::Conflict(what) => Self::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists")),
+            E::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
             E::Unavailable(source) => {
                 tracing::error!(error = %source, "store unavailable");
                 Self::unavailable()

@@ -138,10 +138,18 @@ pub async fn json_body<T: DeserializeOwned>(
 }
 
 /// Credentials a client presented.
-#[derive(Debug)]
 pub struct ClientCredentials {
     pub client_id: String,
     pub client_secret: String,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .finish()
+    }
 }
 
 /// The credentials in an `Authorization: Basic` header, if that is the

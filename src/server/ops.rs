@@ -63,7 +63,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
                 Json(serde_json::json!({ "status": "unavailable", "reason": "store unreachable" })),
             )
                 .into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
     }
@@ -93,8 +94,14 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         let c = api.components.get_or_insert_with(Default::default);
-        c.add_security_scheme("client_basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
-        c.add_security_scheme("admin_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        c.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        c.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 

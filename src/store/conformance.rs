@@ -75,7 +75,10 @@ macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@cases $factory;
             clients_crud,
+            client_update_compares_version,
+            client_concurrent_updates_one_wins,
             session_create_and_get,
+            session_for_missing_client_is_refused,
             list_sessions_filters_and_orders,
             reference_unique_among_live_sessions,
             rotate_refresh_once,
@@ -132,7 +135,8 @@ fn hash() -> TokenHash {
 }
 
 /// A live session created at `at`: one hour of life, five minutes of
-/// access cover, a day of retention after expiry.
+/// access cover, a day of retention after expiry. `client` must be stored
+/// ([`new_client`]): a backend refuses sessions of unknown clients.
 fn session(client: &ClientId, subject: &Subject, at: UnixTime) -> Session {
     Session {
         id: SessionId::generate(),
@@ -248,11 +252,11 @@ pub async fn clients_crud(store: SharedStore) {
         access_token_ttl: Some(60),
         ..c.clone()
     };
-    assert!(store.update_client(&changed).await.unwrap());
+    assert!(store.update_client(&changed, 0).await.unwrap());
     assert_eq!(store.get_client(&c.id).await.unwrap(), Some(changed));
 
     let ghost = client_record("ghost");
-    assert!(!store.update_client(&ghost).await.unwrap());
+    assert!(!store.update_client(&ghost, 0).await.unwrap());
     assert_eq!(
         store.get_client(&ghost.id).await.unwrap(),
         None,
@@ -268,6 +272,111 @@ pub async fn clients_crud(store: SharedStore) {
         .unwrap()
         .iter()
         .any(|x| x.id == c.id));
+}
+
+/// `c` with the version bumped, as the engine writes it.
+fn bumped(c: &Client, name: &str) -> Client {
+    Client {
+        name: name.to_owned(),
+        secret_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
+        secret_version: c.secret_version.wrapping_add(1),
+        ..c.clone()
+    }
+}
+
+pub async fn client_update_compares_version(store: SharedStore) {
+    let _shared = GLOBAL.read().await;
+    let s = &*store;
+    let c = client_record("cas");
+    s.insert_client(&c).await.expect("insert");
+
+    let v1 = bumped(&c, "v1");
+    assert!(
+        !s.update_client(&v1, 1).await.unwrap(),
+        "expected version ahead of the stored one"
+    );
+    assert_eq!(s.get_client(&c.id).await.unwrap(), Some(c.clone()));
+    assert!(
+        s.update_client(&v1, 0).await.unwrap(),
+        "stored version is 0"
+    );
+    assert_eq!(
+        s.get_client(&c.id).await.unwrap(),
+        Some(v1.clone()),
+        "the new record replaces the old"
+    );
+
+    let stale = bumped(&c, "stale");
+    assert!(
+        !s.update_client(&stale, 0).await.unwrap(),
+        "a writer that read version 0 lost to v1"
+    );
+    assert_eq!(
+        s.get_client(&c.id).await.unwrap(),
+        Some(v1.clone()),
+        "a failed update changes nothing"
+    );
+
+    let v2 = bumped(&v1, "v2");
+    assert!(s.update_client(&v2, 1).await.unwrap());
+    assert_eq!(s.get_client(&c.id).await.unwrap(), Some(v2.clone()));
+
+    // The full u32 range counts: a backend must not truncate the version.
+    let top = Client {
+        secret_version: u32::MAX,
+        ..client_record("top")
+    };
+    s.insert_client(&top).await.expect("insert");
+    assert!(!s.update_client(&bumped(&top, "x"), 0).await.unwrap());
+    assert!(!s
+        .update_client(&bumped(&top, "x"), i32::MAX as u32)
+        .await
+        .unwrap());
+    let wrapped = bumped(&top, "wrapped");
+    assert_eq!(wrapped.secret_version, 0);
+    assert!(s.update_client(&wrapped, u32::MAX).await.unwrap());
+    assert_eq!(s.get_client(&top.id).await.unwrap(), Some(wrapped));
+
+    let ghost = client_record("ghost");
+    assert!(!s.update_client(&bumped(&ghost, "g"), 0).await.unwrap());
+    assert_eq!(
+        s.get_client(&ghost.id).await.unwrap(),
+        None,
+        "update must not insert"
+    );
+    s.delete_client(&c.id).await.unwrap();
+    assert!(
+        !s.update_client(&bumped(&v2, "v3"), 2).await.unwrap(),
+        "deleted"
+    );
+    assert_eq!(s.get_client(&c.id).await.unwrap(), None);
+}
+
+pub async fn client_concurrent_updates_one_wins(store: SharedStore) {
+    let _shared = GLOBAL.read().await;
+    let c = client_record("race");
+    store.insert_client(&c).await.expect("insert");
+    let mut tasks = Vec::new();
+    for i in 0..20u32 {
+        let (store, mine) = (store.clone(), bumped(&c, &format!("writer-{i}")));
+        tasks.push(tokio::spawn(async move {
+            let won = store.update_client(&mine, 0).await;
+            won.map(|won| (won, mine))
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (won, mine) = task.await.expect("task ran").expect("update answered");
+        if won {
+            winners.push(mine);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one update from version 0 wins");
+    assert_eq!(
+        store.get_client(&c.id).await.unwrap().as_ref(),
+        Some(&winners[0]),
+        "the winner's record, written once"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -297,6 +406,100 @@ pub async fn session_create_and_get(store: SharedStore) {
         None
     );
     assert_eq!(store.get_refresh(&hash()).await.unwrap(), None);
+}
+
+/// Nothing of a refused session is stored: no record, no refresh token, no
+/// row in any index.
+async fn check_nothing_of(store: &dyn Store, s: &Session, r: &RefreshRecord) {
+    assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+    assert_eq!(store.get_refresh(&r.hash).await.unwrap(), None);
+    let everything = |subject: Option<&Subject>, client: Option<&ClientId>| SessionFilter {
+        subject: subject.cloned(),
+        client_id: client.cloned(),
+        include_ended: true,
+        limit: 0,
+    };
+    for filter in [
+        everything(Some(&s.subject), None),
+        everything(None, Some(&s.client_id)),
+        everything(Some(&s.subject), Some(&s.client_id)),
+    ] {
+        assert!(
+            !list(store, filter, T0).await.contains(&s.id),
+            "listed though refused"
+        );
+    }
+    assert!(!store
+        .sessions_of_subject(&s.subject, None)
+        .await
+        .unwrap()
+        .contains(&s.id));
+    assert!(!store
+        .sessions_of_client(&s.client_id)
+        .await
+        .unwrap()
+        .contains(&s.id));
+    if let Some(reference) = &s.reference {
+        assert_eq!(
+            store
+                .find_session_by_reference(&s.client_id, reference)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
+
+pub async fn session_for_missing_client_is_refused(store: SharedStore) {
+    let _shared = GLOBAL.read().await;
+    let subject = new_subject();
+    let ghost = ClientId::generate();
+    for with_refresh in [true, false] {
+        let s = Session {
+            reference: Some(hash()),
+            ..session(&ghost, &subject, T0)
+        };
+        let r = refresh_for(&s, T0);
+        let got = store.create_session(&s, with_refresh.then_some(&r)).await;
+        assert!(
+            matches!(got, Err(StoreError::Missing("client"))),
+            "never-stored client: {got:?}"
+        );
+        check_nothing_of(&*store, &s, &r).await;
+    }
+    assert!(list(
+        &*store,
+        SessionFilter {
+            subject: Some(subject.clone()),
+            include_ended: true,
+            ..Default::default()
+        },
+        T0
+    )
+    .await
+    .is_empty());
+
+    // A deleted client: the sessions it had stay (the engine ends them);
+    // no new one can be made.
+    let client = new_client(&*store).await;
+    let kept = session(&client, &subject, T0);
+    create(&*store, &kept, Some(&refresh_for(&kept, T0))).await;
+    assert!(store.delete_client(&client).await.unwrap());
+    let late = Session {
+        reference: Some(hash()),
+        ..session(&client, &subject, T0 + 1)
+    };
+    let late_refresh = refresh_for(&late, T0 + 1);
+    let got = store.create_session(&late, Some(&late_refresh)).await;
+    assert!(
+        matches!(got, Err(StoreError::Missing("client"))),
+        "deleted client: {got:?}"
+    );
+    check_nothing_of(&*store, &late, &late_refresh).await;
+    assert_eq!(
+        set(store.sessions_of_client(&client).await.unwrap()),
+        set([kept.id])
+    );
 }
 
 pub async fn list_sessions_filters_and_orders(store: SharedStore) {

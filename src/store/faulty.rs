@@ -65,9 +65,9 @@ impl Store for FaultyStore {
         self.write()?;
         self.inner.insert_client(client).await
     }
-    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
+    async fn update_client(&self, client: &Client, expected_version: u32) -> StoreResult<bool> {
         self.write()?;
-        self.inner.update_client(client).await
+        self.inner.update_client(client, expected_version).await
     }
     async fn get_client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
         self.read()?;

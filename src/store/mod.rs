@@ -29,6 +29,10 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// A record the write depends on does not exist (e.g. the client of a
+    /// new session was deleted meanwhile).
+    #[error("{0} does not exist")]
+    Missing(&'static str),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -107,8 +111,10 @@ pub trait Store: Send + Sync + 'static {
     // --- clients -------------------------------------------------------
     /// Insert a new client; `Conflict` if the id is taken.
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
-    /// Replace an existing client; returns false if it does not exist.
-    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    /// Replace an existing client if its stored `secret_version` is still
+    /// `expected_version` (compare-and-swap: two concurrent rotations cannot
+    /// undo each other); false if it does not exist or changed meanwhile.
+    async fn update_client(&self, client: &Client, expected_version: u32) -> StoreResult<bool>;
     async fn get_client(&self, id: &ClientId) -> StoreResult<Option<Client>>;
     async fn list_clients(&self) -> StoreResult<Vec<Client>>;
     /// Remove the client record; returns false if it did not exist. Its
@@ -118,7 +124,11 @@ pub trait Store: Send + Sync + 'static {
     // --- sessions and refresh tokens ---------------------------------
     /// Store a new session and, if given, its first refresh token, atomically.
     /// `Conflict` if the session's `reference` is already used by a live
-    /// session of the same client.
+    /// session of the same client. `Missing("client")` if the session's
+    /// client does not exist, checked in the same transaction (PostgreSQL:
+    /// with the client row locked `FOR KEY SHARE`), so a session can never
+    /// be created for a client whose deletion has committed — the engine
+    /// deletes the client first and then ends its sessions.
     async fn create_session(
         &self,
         session: &Session,

@@ -16,7 +16,14 @@
 //!   `ended IS NULL`, so no session is ended (or audited) twice and two
 //!   overlapping calls cannot deadlock.
 //! - `extend_access_cover` is one `UPDATE … WHERE ended IS NULL`.
-//! - `swap_grant` is `UPDATE`/`DELETE … WHERE version = $expected`.
+//! - `swap_grant` is `UPDATE`/`DELETE … WHERE version = $expected`, and
+//!   `update_client` is `UPDATE … WHERE secret_version = $expected` (read
+//!   from `body`).
+//! - `create_session` inserts only if the client row exists, locking it
+//!   `FOR KEY SHARE` in the same statement: a concurrent `DELETE` of the
+//!   client waits for the insert to commit (and the session is then there
+//!   for the engine to end), or commits first and the insert finds no
+//!   client (`Missing("client")`).
 //! - Reference uniqueness among live sessions is a partial unique index.
 //!
 //! A write that changes more than one row is one statement or one
@@ -135,9 +142,9 @@ impl Store for PgStore {
             .await
     }
 
-    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
-        self.run("update_client", clients::update(&self.pool, client))
-            .await
+    async fn update_client(&self, client: &Client, expected_version: u32) -> StoreResult<bool> {
+        let work = clients::update(&self.pool, client, expected_version);
+        self.run("update_client", work).await
     }
 
     async fn get_client(&self, id: &ClientId) -> StoreResult<Option<Client>> {

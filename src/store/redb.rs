@@ -446,12 +446,16 @@ fn insert_client(t: &mut Tables, c: &Client) -> StoreResult<()> {
     t.put_client(c)
 }
 
-fn update_client(t: &mut Tables, c: &Client) -> StoreResult<bool> {
-    if t.clients.get(c.id.as_str()).ctx("read client")?.is_none() {
-        return Ok(false);
+/// Compare-and-swap on the stored `secret_version`: the writer runs ops one
+/// after another, so the check and the write cannot be split by another op.
+fn update_client(t: &mut Tables, c: &Client, expected_version: u32) -> StoreResult<bool> {
+    match load_client(&t.clients, c.id.as_str())? {
+        Some(stored) if stored.secret_version == expected_version => {
+            t.put_client(c)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    t.put_client(c)?;
-    Ok(true)
 }
 
 fn delete_client(t: &mut Tables, id: &ClientId) -> StoreResult<bool> {
@@ -461,9 +465,18 @@ fn delete_client(t: &mut Tables, id: &ClientId) -> StoreResult<bool> {
         .is_some())
 }
 
-/// Conflicts are all detected before the first change, so a conflicting op
-/// leaves the shared transaction untouched.
+/// Conflicts and a missing client are all detected before the first change,
+/// so such an op leaves the shared transaction untouched. The client check
+/// runs in the same transaction as the insert, after every earlier op of the
+/// batch: a session is never created for a client whose delete came first.
 fn create_session(t: &mut Tables, s: &Session, refresh: Option<&RefreshRecord>) -> StoreResult<()> {
+    if t.clients
+        .get(s.client_id.as_str())
+        .ctx("read client")?
+        .is_none()
+    {
+        return Err(StoreError::Missing("client"));
+    }
     if t.sessions
         .get(s.id.as_bytes())
         .ctx("read session")?
@@ -910,8 +923,8 @@ where
 
     fn apply(&mut self, t: &mut Tables<'_>) -> StoreResult<()> {
         match (self.run)(t) {
-            // Ops report a conflict before changing anything.
-            Err(e) if !matches!(e, StoreError::Conflict(_)) => Err(e),
+            // Ops report a conflict or a missing record before changing anything.
+            Err(e) if !matches!(e, StoreError::Conflict(_) | StoreError::Missing(_)) => Err(e),
             outcome => {
                 self.result = Some(outcome);
                 Ok(())
@@ -1175,10 +1188,12 @@ impl Store for RedbStore {
             .await
     }
 
-    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
+    async fn update_client(&self, client: &Client, expected_version: u32) -> StoreResult<bool> {
         let c = client.clone();
-        self.write("update_client", move |t| update_client(t, &c))
-            .await
+        self.write("update_client", move |t| {
+            update_client(t, &c, expected_version)
+        })
+        .await
     }
 
     async fn get_client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
@@ -1443,17 +1458,76 @@ mod tests {
         let (second, mut second_rx) = client_job("second", client("dup"));
         let renamed = Client {
             name: "renamed".into(),
+            secret_version: 1,
             ..client("dup")
         };
-        let (update, mut update_rx) = job("update", move |t| update_client(t, &renamed));
-        run_batch(&db, vec![first, second, update], &commits);
+        let stale_copy = Client {
+            name: "stale".into(),
+            secret_version: 1,
+            ..client("dup")
+        };
+        let (update, mut update_rx) = job("update", move |t| update_client(t, &renamed, 0));
+        let (stale, mut stale_rx) = job("stale", move |t| update_client(t, &stale_copy, 0));
+        run_batch(&db, vec![first, second, update, stale], &commits);
         assert!(matches!(first_rx.try_recv(), Ok(Ok(()))));
         assert!(matches!(
             second_rx.try_recv(),
             Ok(Err(StoreError::Conflict("client")))
         ));
-        assert!(matches!(update_rx.try_recv(), Ok(Ok(true))));
+        assert!(
+            matches!(update_rx.try_recv(), Ok(Ok(true))),
+            "sees the insert"
+        );
+        assert!(
+            matches!(stale_rx.try_recv(), Ok(Ok(false))),
+            "sees the update's version"
+        );
         assert_eq!(commits.load(Ordering::Relaxed), 1);
+        let rt = db.begin_read().unwrap();
+        let stored = load_client(&rt.open_table(CLIENTS).unwrap(), "dup").unwrap();
+        assert_eq!(stored.map(|c| c.name), Some("renamed".to_owned()));
+    }
+
+    #[test]
+    fn a_session_after_its_clients_delete_in_one_batch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = bare_db(&dir);
+        let commits = AtomicU64::new(0);
+        let owner = client("owner");
+        let (before, after) = (session(&owner.id, 1000), session(&owner.id, 1000));
+        let (before_r, after_r) = (refresh(&before), refresh(&after));
+        let gone_id = owner.id.clone();
+        let (insert, mut insert_rx) = client_job("insert", owner);
+        let (first, mut first_rx) = job("first", move |t| {
+            create_session(t, &before, Some(&before_r))
+        });
+        let (delete, mut delete_rx) = job("delete", move |t| delete_client(t, &gone_id));
+        let (late, mut late_rx) = {
+            let (after, after_r) = (after.clone(), after_r.clone());
+            job("late", move |t| create_session(t, &after, Some(&after_r)))
+        };
+        run_batch(&db, vec![insert, first, delete, late], &commits);
+        assert!(matches!(insert_rx.try_recv(), Ok(Ok(()))));
+        assert!(matches!(first_rx.try_recv(), Ok(Ok(()))), "sees the insert");
+        assert!(matches!(delete_rx.try_recv(), Ok(Ok(true))));
+        assert!(
+            matches!(late_rx.try_recv(), Ok(Err(StoreError::Missing("client")))),
+            "sees the delete"
+        );
+        assert_eq!(
+            commits.load(Ordering::Relaxed),
+            1,
+            "a refused session does not fail its batch"
+        );
+        let rt = db.begin_read().unwrap();
+        let sessions = rt.open_table(SESSIONS).unwrap();
+        assert!(load_session(&sessions, after.id.as_bytes())
+            .unwrap()
+            .is_none());
+        let refresh_t = rt.open_table(REFRESH).unwrap();
+        assert!(load_refresh(&refresh_t, &after_r.hash).unwrap().is_none());
+        let by_client = rt.open_table(BY_CLIENT).unwrap();
+        assert_eq!(ids_under(&by_client, "owner").unwrap().len(), 1);
     }
 
     #[test]
@@ -1707,6 +1781,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
         let owner = client("owner");
+        store.insert_client(&owner).await.unwrap();
         let mut ids = Vec::new();
         for i in 0..20 {
             let s = Session {

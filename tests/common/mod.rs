@@ -46,7 +46,11 @@ impl TestApp {
     }
 
     /// Start on an existing data directory (a restart).
-    pub async fn spawn_in(dir: Arc<TempDir>, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Settings)) -> Self {
+    pub async fn spawn_in(
+        dir: Arc<TempDir>,
+        clock: Arc<ManualClock>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut settings = test_settings(&dir);
         tweak(&mut settings);
         let app = Application::build_with_clock(settings, clock.clone())
@@ -97,8 +101,16 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut rb = self.http.request(method, self.url(path)).bearer_auth(&self.admin_token);
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut rb = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token);
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -110,7 +122,9 @@ impl TestApp {
 
     /// Create a client; returns (client_id, client_secret).
     pub async fn create_client(&self, body: Value) -> (String, String) {
-        let (status, v) = self.admin(reqwest::Method::POST, "/admin/clients", Some(body)).await;
+        let (status, v) = self
+            .admin(reqwest::Method::POST, "/admin/clients", Some(body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
         (
             v["client_id"].as_str().unwrap().to_owned(),
@@ -123,7 +137,12 @@ impl TestApp {
     }
 
     /// POST a form with optional Basic credentials.
-    pub async fn form(&self, path: &str, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    pub async fn form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
         let mut rb = self.http.post(self.url(path)).form(form);
         if let Some((id, secret)) = basic {
             rb = rb.basic_auth(id, Some(secret));
@@ -142,16 +161,25 @@ impl TestApp {
     }
 
     pub async fn introspect(&self, client: (&str, &str), token: &str) -> Value {
-        let (s, v, _) = self.form("/oauth2/introspect", Some(client), &[("token", token)]).await;
+        let (s, v, _) = self
+            .form("/oauth2/introspect", Some(client), &[("token", token)])
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v
     }
 
     pub async fn active(&self, client: (&str, &str), token: &str) -> bool {
-        self.introspect(client, token).await["active"].as_bool().expect("active is a bool")
+        self.introspect(client, token).await["active"]
+            .as_bool()
+            .expect("active is a bool")
     }
 
-    pub async fn revoke(&self, client: (&str, &str), token: &str, hint: Option<&str>) -> StatusCode {
+    pub async fn revoke(
+        &self,
+        client: (&str, &str),
+        token: &str,
+        hint: Option<&str>,
+    ) -> StatusCode {
         let mut form = vec![("token", token)];
         if let Some(h) = hint {
             form.push(("token_type_hint", h));
@@ -175,7 +203,11 @@ impl TestApp {
 
     pub async fn sessions_of(&self, subject: &str) -> Vec<Value> {
         let (s, v) = self
-            .admin(reqwest::Method::GET, &format!("/admin/sessions?subject={subject}"), None)
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/sessions?subject={subject}"),
+                None,
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["sessions"].as_array().unwrap().clone()
@@ -183,5 +215,7 @@ impl TestApp {
 }
 
 pub fn s(v: &Value, k: &str) -> String {
-    v[k].as_str().unwrap_or_else(|| panic!("{k} missing in {v}")).to_owned()
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+        .to_owned()
 }

@@ -265,26 +265,40 @@ impl Engine {
             self.store.swap_grant(GrantKind::AuthorizationCode, &key, g.version, None).await?;
             return Err(EngineError::InvalidGrant("PKCE verification failed (code_verifier does not match)"));
         }
+        // The session exists before the code is marked redeemed, so a replay
+        // that sees the mark always finds a session to end.
         let sid = SessionId::generate();
+        let mut open = OpenSession::new(rec.subject.clone(), dialect_name(&rec.dialect));
+        open.id = Some(sid);
+        open.scope = rec.scope.clone();
+        open.claims = rec.claims.clone();
+        let tokens = self.open_session(client, open).await?;
         rec.redeemed = Some(sid);
-        if !self
+        let marked = self
             .store
             .swap_grant(GrantKind::AuthorizationCode, &key, g.version, Some(&encode(&rec)?))
-            .await?
-        {
-            // A concurrent redemption won: that is a replay too.
-            if let Some(g) = self.store.get_grant(GrantKind::AuthorizationCode, &key).await? {
-                if let Ok(CodeRecord { redeemed: Some(other), .. }) = serde_json::from_slice(&g.value) {
-                    return Err(self.code_replayed(other).await);
+            .await;
+        match marked {
+            Ok(true) => Ok(tokens),
+            Ok(false) => {
+                // A concurrent redemption (or a burn) changed the code first:
+                // neither redemption may stand.
+                let mut ids = vec![sid];
+                if let Some(g) = self.store.get_grant(GrantKind::AuthorizationCode, &key).await? {
+                    if let Ok(CodeRecord { redeemed: Some(other), .. }) = serde_json::from_slice(&g.value) {
+                        ids.push(other);
+                    }
                 }
+                tracing::warn!(session_id = %sid, "authorization code redeemed twice at once; ending both sessions");
+                self.end_sessions(&ids, EndReason::CodeReplay, Actor::Engine).await?;
+                Err(EngineError::InvalidGrant("authorization code was already used; the session it produced has been ended"))
             }
-            return Err(INVALID);
+            Err(e) => {
+                // Unknown whether the mark landed: end the session we will not hand out.
+                let _ = self.end_sessions(&[sid], EndReason::CodeReplay, Actor::Engine).await;
+                Err(e.into())
+            }
         }
-        let mut open = OpenSession::new(rec.subject, dialect_name(&rec.dialect));
-        open.id = Some(sid);
-        open.scope = rec.scope;
-        open.claims = rec.claims;
-        self.open_session(client, open).await
     }
 
     async fn code_replayed(&self, sid: SessionId) -> EngineError {

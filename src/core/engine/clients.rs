@@ -18,6 +18,8 @@ use crate::core::secrets::{ct_eq, hash_password, random_token, verify_password};
 
 /// How long a cached client record is trusted before it is read again.
 const CREDENTIAL_CACHE_SECS: i64 = 30;
+/// How long a verified secret digest is remembered (per secret version).
+const VERIFIED_DIGEST_SECS: i64 = 3600;
 
 pub(super) struct CachedCredential {
     digest: TokenHash,
@@ -58,6 +60,9 @@ fn check_redirect_uri(uri: &str) -> EngineResult<()> {
     }
     if uri.contains('#') {
         return bad("must not contain a fragment");
+    }
+    if url::Url::parse(uri).is_err() {
+        return bad("is not a valid absolute URI");
     }
     let Some((scheme, rest)) = uri.split_once(':') else {
         return bad("must be absolute");
@@ -134,34 +139,54 @@ impl Engine {
         Ok((client, secret))
     }
 
+    /// Apply `change` to a client as a compare-and-swap on its
+    /// `secret_version`, retrying if a concurrent update won, so two
+    /// rotations can never undo each other. Every update bumps the version,
+    /// which also invalidates cached verifications.
+    async fn update_client_with(&self, id: &ClientId, change: impl Fn(&mut Client)) -> EngineResult<Client> {
+        for _ in 0..8 {
+            let mut client = self.store.get_client(id).await?.ok_or(EngineError::NotFound("client"))?;
+            let expected = client.secret_version;
+            change(&mut client);
+            client.secret_version = expected.wrapping_add(1);
+            if self.store.update_client(&client, expected).await? {
+                self.forget_credentials(id);
+                return Ok(client);
+            }
+        }
+        Err(EngineError::Conflict("a concurrent update of this client"))
+    }
+
+    /// Drop cached verifications of `id`. The epoch bump first: an
+    /// authentication that read the old record cannot re-insert it after.
+    fn forget_credentials(&self, id: &ClientId) {
+        self.cred_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.creds.remove(id);
+    }
+
     /// Replace a client's secret; the old one stops working at once.
     pub async fn rotate_client_secret(&self, id: &ClientId) -> EngineResult<(Client, SecretString)> {
-        let mut client = self
-            .store
-            .get_client(id)
-            .await?
-            .ok_or(EngineError::NotFound("client"))?;
         let secret = new_secret();
-        client.secret_hash = hash_blocking(secret.clone()).await?;
-        client.secret_version = client.secret_version.wrapping_add(1);
-        if !self.store.update_client(&client).await? {
-            return Err(EngineError::NotFound("client"));
-        }
-        self.creds.remove(id);
+        let hash = hash_blocking(secret.clone()).await?;
+        let client = self
+            .update_client_with(id, |c| c.secret_hash = hash.clone())
+            .await?;
         tracing::info!(client_id = %id, "client secret rotated");
         Ok((client, secret))
     }
 
-    /// Delete a client after ending every one of its sessions. Returns how
-    /// many sessions were ended.
+    /// Delete a client and end every one of its sessions. The record goes
+    /// first, so no new session can be opened for it meanwhile (the store
+    /// refuses sessions of a missing client); a retry after a failure
+    /// finishes ending the sessions. Returns how many were ended.
     pub async fn delete_client(&self, id: &ClientId) -> EngineResult<usize> {
-        if self.store.get_client(id).await?.is_none() {
+        let deleted = self.store.delete_client(id).await?;
+        self.forget_credentials(id);
+        let ids = self.store.sessions_of_client(id).await?;
+        if !deleted && ids.is_empty() {
             return Err(EngineError::NotFound("client"));
         }
-        let ids = self.store.sessions_of_client(id).await?;
         let ended = self.end_sessions(&ids, EndReason::ClientDeleted, Actor::Admin).await?;
-        self.store.delete_client(id).await?;
-        self.creds.remove(id);
         tracing::info!(client_id = %id, sessions_ended = ended, "client deleted");
         Ok(ended)
     }
@@ -189,13 +214,10 @@ impl Engine {
 
     /// Replace a client's payload key; the old one stops working at once.
     pub async fn rotate_payload_key(&self, id: &ClientId) -> EngineResult<Client> {
-        let mut client = self.store.get_client(id).await?.ok_or(EngineError::NotFound("client"))?;
-        client.payload_key_sealed = Some(self.new_payload_key(id));
-        client.secret_version = client.secret_version.wrapping_add(1);
-        if !self.store.update_client(&client).await? {
-            return Err(EngineError::NotFound("client"));
-        }
-        self.creds.remove(id);
+        let sealed = self.new_payload_key(id);
+        let client = self
+            .update_client_with(id, |c| c.payload_key_sealed = Some(sealed.clone()))
+            .await?;
         tracing::info!(client_id = %id, "client payload key rotated");
         Ok(client)
     }
@@ -211,7 +233,9 @@ impl Engine {
     }
 
     /// Authenticate a client by id and secret. Unknown ids and wrong secrets
-    /// give the same error; repeated failures for one client are throttled.
+    /// give the same error; failures are throttled per client, but never
+    /// ahead of a secret already known to be right (so guessing cannot lock
+    /// out the real client), and at most a few argon2 checks run at once.
     pub async fn authenticate_client(&self, id: &str, secret: &str) -> EngineResult<Arc<Client>> {
         let id = ClientId::parse(id).map_err(|_| EngineError::InvalidClient)?;
         if secret.is_empty() || secret.len() > 512 {
@@ -224,64 +248,97 @@ impl Engine {
                 return Ok(c.client.clone());
             }
         }
-        self.check_throttle(&id, now)?;
-        let client = match self.store.get_client(&id).await? {
-            Some(c) => c,
-            None => return Err(EngineError::InvalidClient),
+        let epoch = self.cred_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        let Some(client) = self.store.get_client(&id).await? else {
+            return Err(EngineError::InvalidClient);
         };
-        let cached_match = self
+        let known_good = self
             .creds
             .get(&id)
             .is_some_and(|c| c.secret_version == client.secret_version && ct_eq(&c.digest, &digest));
-        let ok = cached_match || verify_blocking(secret.to_owned(), client.secret_hash.clone()).await?;
-        if !ok {
-            self.record_failure(&id, now);
-            tracing::info!(client_id = %id, "client authentication failed");
-            return Err(EngineError::InvalidClient);
+        if !known_good {
+            let ok = self.verify_once(&id, &digest, secret, &client.secret_hash, now).await?;
+            if !ok {
+                tracing::info!(client_id = %id, "client authentication failed");
+                return Err(EngineError::InvalidClient);
+            }
+            self.failures.remove(&id);
         }
-        self.failures.remove(&id);
         let client = Arc::new(client);
-        self.creds.insert(
-            id,
-            CachedCredential {
-                digest,
-                secret_version: client.secret_version,
-                client: client.clone(),
-                fetched_at: now,
-            },
-        );
+        if self.cred_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
+            self.creds.insert(
+                id,
+                CachedCredential {
+                    digest,
+                    secret_version: client.secret_version,
+                    client: client.clone(),
+                    fetched_at: now,
+                },
+            );
+        }
         Ok(client)
     }
 
-    fn check_throttle(&self, id: &ClientId, now: UnixTime) -> EngineResult<()> {
-        if let Some(f) = self.failures.get(id) {
-            let window_end = f.window_start + self.settings.client_auth_window;
-            if now < window_end && f.count >= self.settings.client_auth_max_failures {
-                return Err(EngineError::RateLimited {
-                    retry_after: (window_end - now).max(1) as u64,
-                });
-            }
-        }
-        Ok(())
+    /// Verify `secret` against the stored hash, once for all concurrent
+    /// callers presenting the same secret (single flight): a burst of
+    /// identical requests costs one argon2 check and one attempt, while
+    /// each distinct guess is counted before its check, so concurrent
+    /// guesses cannot slip under the limit.
+    async fn verify_once(
+        &self,
+        id: &ClientId,
+        digest: &TokenHash,
+        secret: &str,
+        phc: &str,
+        now: UnixTime,
+    ) -> EngineResult<bool> {
+        let key = (id.clone(), *digest);
+        let cell = self
+            .verifying
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::OnceCell::new()))
+            .clone();
+        let result = cell
+            .get_or_try_init(|| async {
+                self.reserve_attempt(id, now)?;
+                let _permit = self
+                    .argon2_permits
+                    .acquire()
+                    .await
+                    .map_err(|_| EngineError::Internal("argon2 limiter closed".into()))?;
+                verify_blocking(secret.to_owned(), phc.to_owned()).await
+            })
+            .await
+            .copied();
+        self.verifying.remove_if(&key, |_, c| Arc::ptr_eq(c, &cell));
+        result
     }
 
-    fn record_failure(&self, id: &ClientId, now: UnixTime) {
+    /// Count one more attempt for `id`, or refuse if the window is full.
+    fn reserve_attempt(&self, id: &ClientId, now: UnixTime) -> EngineResult<()> {
         let window = self.settings.client_auth_window;
         let mut f = self.failures.entry(id.clone()).or_insert(Failures {
             window_start: now,
             count: 0,
         });
-        if now >= f.window_start + window {
+        if now >= f.window_start.saturating_add(window) {
             f.window_start = now;
             f.count = 0;
         }
+        if f.count >= self.settings.client_auth_max_failures {
+            let retry_after = (f.window_start.saturating_add(window) - now).max(1) as u64;
+            return Err(EngineError::RateLimited { retry_after });
+        }
         f.count += 1;
+        Ok(())
     }
 
     pub(super) fn prune_failures(&self, now: UnixTime) {
         let window = self.settings.client_auth_window;
         self.failures.retain(|_, f| now < f.window_start + window);
-        self.creds.retain(|_, c| now - c.fetched_at < CREDENTIAL_CACHE_SECS);
+        // Verified digests outlive the 30 s record cache: they are what lets
+        // the real client in while someone else is being throttled.
+        self.creds.retain(|_, c| now - c.fetched_at < VERIFIED_DIGEST_SECS);
     }
 }
 

@@ -89,6 +89,13 @@ pub struct Engine {
     creds: DashMap<ClientId, clients::CachedCredential>,
     failures: DashMap<ClientId, clients::Failures>,
     otp_sender: Arc<dyn OtpSender>,
+    /// Bumped whenever a client's credentials change, so a verification
+    /// that raced with the change is not cached.
+    cred_epoch: std::sync::atomic::AtomicU64,
+    /// argon2 costs ~19 MiB and tens of ms per check: cap how many run at once.
+    argon2_permits: tokio::sync::Semaphore,
+    /// Verifications in flight, by client and secret digest (single flight).
+    verifying: DashMap<(ClientId, super::model::TokenHash), Arc<tokio::sync::OnceCell<bool>>>,
 }
 
 /// What the engine is built from.
@@ -122,6 +129,11 @@ impl Engine {
             creds: DashMap::new(),
             failures: DashMap::new(),
             otp_sender: deps.otp_sender,
+            cred_epoch: std::sync::atomic::AtomicU64::new(0),
+            verifying: DashMap::new(),
+            argon2_permits: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+            ),
         };
         let n = engine.rebuild_index().await?;
         tracing::info!(revoked_sessions = n, "revocation index loaded");

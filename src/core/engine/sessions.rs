@@ -165,8 +165,11 @@ impl Engine {
             .ok_or_else(|| EngineError::Internal("open_session_replacing needs a reference".into()))?;
         // Twice at most: a concurrent opener may slip in between the end
         // and the create; the second round ends that one too.
+        let hash = self.reference_hash(&reference);
         for _ in 0..2 {
-            if let Some(old) = self.session_by_reference(client, &reference).await? {
+            // Any holder that is not ended, expired ones included: the store
+            // keeps a reference taken until its session is ended.
+            if let Some(old) = self.store.find_session_by_reference(&client.id, &hash).await? {
                 self.end_sessions(&[old.id], EndReason::Superseded, Actor::Client(client.id.clone()))
                     .await?;
             }
@@ -225,18 +228,21 @@ impl Engine {
         access_ttl: Option<i64>,
     ) -> EngineResult<IssuedTokens> {
         let old = self.live_session_of(client, id).await?;
+        // End first, and open the successor only if this call ended the old
+        // session: a logout that wins the race is never undone by a token
+        // minted after it was acknowledged.
+        let ended = self
+            .end_sessions(&[old.id], EndReason::Superseded, Actor::Client(client.id.clone()))
+            .await?;
+        if ended == 0 {
+            return Err(EngineError::InvalidGrant("the session has ended or expired"));
+        }
         let mut next = OpenSession::new(old.subject.clone(), super::authorize::dialect_name(&old.dialect));
         next.scope = old.scope.clone();
         next.claims = old.claims.clone();
         next.token_claims = old.token_claims.clone();
-        next.with_refresh = false;
         next.access_ttl = access_ttl;
-        let remaining = old.expires_at - self.now();
-        next.lifetime = Some(remaining);
-        let issued = self.open_session_until(client, next, old.expires_at).await?;
-        self.end_sessions(&[old.id], EndReason::Superseded, Actor::Client(client.id.clone()))
-            .await?;
-        Ok(issued)
+        self.open_session_until(client, next, old.expires_at).await
     }
 
     /// Open a session whose absolute end is fixed at `expires_at` and which

@@ -266,8 +266,10 @@ impl Engine {
     }
 
     /// RFC 7662: describe an active token, or `None` if it is not active
-    /// (unknown, malformed, expired, or its session ended).
-    pub async fn introspect(&self, token: &str) -> EngineResult<Option<TokenDescription>> {
+    /// (unknown, malformed, expired, or its session ended). Any client may
+    /// introspect access tokens (resource servers do); a refresh token is
+    /// described only to the client it was issued to (RFC 7662 §4).
+    pub async fn introspect(&self, caller: &ClientId, token: &str) -> EngineResult<Option<TokenDescription>> {
         if token.contains('.') {
             return Ok(self.check_access_token(token).ok().map(|c| TokenDescription {
                 kind: TokenKind::Access,
@@ -288,7 +290,7 @@ impl Engine {
         let Some(rec) = self.store.get_refresh(&self.hasher.hash("refresh", token)).await? else {
             return Ok(None);
         };
-        if rec.state != RefreshState::Current || rec.expires_at <= now {
+        if rec.state != RefreshState::Current || rec.expires_at <= now || rec.client_id != *caller {
             return Ok(None);
         }
         let Some(session) = self.store.get_session(&rec.session_id).await?.filter(|s| s.is_live(now)) else {

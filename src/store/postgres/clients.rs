@@ -18,13 +18,22 @@ pub(super) async fn insert(pool: &PgPool, c: &Client) -> StoreResult<()> {
     Ok(())
 }
 
-pub(super) async fn update(pool: &PgPool, c: &Client) -> StoreResult<bool> {
-    let done = sqlx::query("UPDATE clients SET body = $2::jsonb WHERE id = $1")
-        .bind(c.id.as_str())
-        .bind(encode("clients", c)?)
-        .execute(pool)
-        .await
-        .map_err(db("clients"))?;
+/// Compare-and-swap on the stored `secret_version` (a record written before
+/// the field existed reads as 0, as serde's default does). Being an UPDATE,
+/// it takes the row lock and re-checks the condition on the newest row
+/// version, so of two updates from the same version, the second to commit
+/// finds the first one's version and changes nothing.
+pub(super) async fn update(pool: &PgPool, c: &Client, expected_version: u32) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE clients SET body = $2::jsonb \
+         WHERE id = $1 AND COALESCE((body->>'secret_version')::bigint, 0) = $3",
+    )
+    .bind(c.id.as_str())
+    .bind(encode("clients", c)?)
+    .bind(i64::from(expected_version))
+    .execute(pool)
+    .await
+    .map_err(db("clients"))?;
     Ok(done.rows_affected() > 0)
 }
 

@@ -60,16 +60,28 @@ fn bind_session<'q>(
 /// One statement, so the session and its first refresh token land together
 /// or not at all. A live reference already in use fails on the partial
 /// unique index `sessions_live_reference`: `Conflict("reference")`.
+///
+/// The session row is inserted only if its client's row exists, and that
+/// row is locked `FOR KEY SHARE` (a locking sub-SELECT is not turned into a
+/// join, so the lock is taken). A `DELETE` of the client conflicts with
+/// that lock: one that comes later waits until this insert commits, and
+/// then finds the session when it looks for the client's sessions; one
+/// that committed first leaves no row to lock (under READ COMMITTED a row
+/// deleted after the statement's snapshot is skipped once the deleter
+/// commits), so nothing is inserted and the answer is `Missing("client")`.
 pub(super) async fn create_session(
     pool: &PgPool,
     s: &Session,
     refresh: Option<&RefreshRecord>,
 ) -> StoreResult<()> {
+    let insert_session = format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS}) SELECT {SESSION_VALUES} \
+         WHERE EXISTS (SELECT 1 FROM clients WHERE id = $2 FOR KEY SHARE)"
+    );
     let sql = match refresh {
-        None => format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({SESSION_VALUES})"),
+        None => insert_session,
         Some(_) => format!(
-            "WITH s AS (INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({SESSION_VALUES}) \
-                        RETURNING id) \
+            "WITH s AS ({insert_session} RETURNING id) \
              INSERT INTO refresh (hash, session_id, state, expires_at, body) \
              SELECT $11, $12, $13, $14, $15::jsonb FROM s"
         ),
@@ -83,7 +95,11 @@ pub(super) async fn create_session(
             .bind(r.expires_at)
             .bind(encode("refresh", r)?);
     }
-    q.execute(pool).await.map_err(db("sessions"))?;
+    // With a refresh token, its row is inserted exactly when the session's is.
+    let done = q.execute(pool).await.map_err(db("sessions"))?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::Missing("client"));
+    }
     Ok(())
 }
 
