@@ -130,7 +130,10 @@ impl Settings {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = config {
             if !path.is_file() {
-                return Err(ConfigError(format!("config file {} not found", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
             }
             fig = fig.merge(Toml::file(path));
         }
@@ -151,7 +154,10 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("access_token_ttl_seconds", self.access_token_ttl_seconds),
-            ("max_access_token_ttl_seconds", self.max_access_token_ttl_seconds),
+            (
+                "max_access_token_ttl_seconds",
+                self.max_access_token_ttl_seconds,
+            ),
             ("refresh_token_ttl_seconds", self.refresh_token_ttl_seconds),
             ("session_lifetime_seconds", self.session_lifetime_seconds),
         ];
@@ -159,26 +165,34 @@ impl Settings {
         const MAX_SECS: i64 = 10 * 366 * 86_400;
         for (name, v) in positive {
             if !(1..=MAX_SECS).contains(&v) {
-                return Err(ConfigError(format!("{name} must be between 1 and {MAX_SECS}")));
+                return Err(ConfigError(format!(
+                    "{name} must be between 1 and {MAX_SECS}"
+                )));
             }
         }
         for (name, v) in [
             ("refresh_grace_seconds", self.refresh_grace_seconds),
-            ("ended_session_retention_seconds", self.ended_session_retention_seconds),
+            (
+                "ended_session_retention_seconds",
+                self.ended_session_retention_seconds,
+            ),
             ("otp_ttl_seconds", self.otp_ttl_seconds),
         ] {
             if v > MAX_SECS {
                 return Err(ConfigError(format!("{name} must be at most {MAX_SECS}")));
             }
         }
-        if !(1..=MAX_SECS).contains(&self.client_auth_window_seconds) || self.client_auth_max_failures < 1 {
+        if !(1..=MAX_SECS).contains(&self.client_auth_window_seconds)
+            || self.client_auth_max_failures < 1
+        {
             return Err(ConfigError(
                 "client_auth_window_seconds and client_auth_max_failures must be at least 1".into(),
             ));
         }
         if self.refresh_grace_seconds < 0 || self.ended_session_retention_seconds < 0 {
             return Err(ConfigError(
-                "refresh_grace_seconds and ended_session_retention_seconds must not be negative".into(),
+                "refresh_grace_seconds and ended_session_retention_seconds must not be negative"
+                    .into(),
             ));
         }
         if self.access_token_ttl_seconds > self.max_access_token_ttl_seconds {
@@ -187,25 +201,38 @@ impl Settings {
             ));
         }
         if self.sweep_batch == 0 || self.sweep_interval_seconds == 0 {
-            return Err(ConfigError("sweep_batch and sweep_interval_seconds must be at least 1".into()));
+            return Err(ConfigError(
+                "sweep_batch and sweep_interval_seconds must be at least 1".into(),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError("log_format must be \"text\" or \"json\"".into()));
+            return Err(ConfigError(
+                "log_format must be \"text\" or \"json\"".into(),
+            ));
         }
         if self.otp_ttl_seconds < 1 || self.otp_max_attempts < 1 {
-            return Err(ConfigError("otp_ttl_seconds and otp_max_attempts must be at least 1".into()));
+            return Err(ConfigError(
+                "otp_ttl_seconds and otp_max_attempts must be at least 1".into(),
+            ));
         }
         match (self.otp_sender.as_deref(), &self.otp_webhook) {
             (None | Some("log"), _) | (Some("webhook"), Some(_)) => {}
             (Some("webhook"), None) => {
-                return Err(ConfigError("otp_sender = \"webhook\" needs otp_webhook (a URL)".into()))
+                return Err(ConfigError(
+                    "otp_sender = \"webhook\" needs otp_webhook (a URL)".into(),
+                ))
             }
             (Some(other), _) => {
-                return Err(ConfigError(format!("otp_sender must be \"log\" or \"webhook\", not {other:?}")))
+                return Err(ConfigError(format!(
+                    "otp_sender must be \"log\" or \"webhook\", not {other:?}"
+                )))
             }
         }
         if let Some(u) = &self.otp_webhook {
-            if url::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+            if url::Url::parse(u)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
                 return Err(ConfigError("otp_webhook must be an http(s) URL".into()));
             }
         }
@@ -252,7 +279,11 @@ mod tests {
     fn layers_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nrefresh_grace_seconds = 9\nsweep_batch = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\nrefresh_grace_seconds = 9\nsweep_batch = 7\n",
+        )
+        .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("TESSERA_REFRESH_GRACE_SECONDS", "3");
             jail.set_env("TESSERA_SERVER", "http://elsewhere");
@@ -276,6 +307,10 @@ mod tests {
         assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
         std::fs::write(&file, "log_format = \"xml\"\n").unwrap();
         assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
-        assert!(Settings::load(Some(&dir.path().join("missing.toml")), &Overrides::default()).is_err());
+        assert!(Settings::load(
+            Some(&dir.path().join("missing.toml")),
+            &Overrides::default()
+        )
+        .is_err());
     }
 }

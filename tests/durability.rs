@@ -17,16 +17,29 @@ struct Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
     /// Start `tessera serve` on `dir`, logging at `log` level into `log_file`.
     async fn start(dir: &Path, log_file: &Path) -> Self {
         let port = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
             .arg(dir)
             // A restart gets a new port; the issuer, like any real
             // deployment's, stays the same.
@@ -39,7 +52,10 @@ impl Server {
             .spawn()
             .expect("spawn tessera");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
@@ -47,11 +63,22 @@ impl Server {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "server did not become ready in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "server did not become ready in 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let admin = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_owned();
-        Self { child, base, admin, http }
+        let admin = std::fs::read_to_string(dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            base,
+            admin,
+            http,
+        }
     }
 
     fn kill(mut self) {
@@ -70,7 +97,10 @@ impl Server {
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
         let v: Value = r.json().await.unwrap();
-        (v["client_id"].as_str().unwrap().into(), v["client_secret"].as_str().unwrap().into())
+        (
+            v["client_id"].as_str().unwrap().into(),
+            v["client_secret"].as_str().unwrap().into(),
+        )
     }
 
     async fn open(&self, c: &(String, String), subject: &str) -> Value {
@@ -86,7 +116,12 @@ impl Server {
         r.json().await.unwrap()
     }
 
-    async fn form(&self, path: &str, c: &(String, String), form: &[(&str, &str)]) -> (StatusCode, Value) {
+    async fn form(
+        &self,
+        path: &str,
+        c: &(String, String),
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
@@ -100,7 +135,9 @@ impl Server {
     }
 
     async fn active(&self, c: &(String, String), token: &str) -> bool {
-        let (s, v) = self.form("/oauth2/introspect", c, &[("token", token)]).await;
+        let (s, v) = self
+            .form("/oauth2/introspect", c, &[("token", token)])
+            .await;
         assert_eq!(s, StatusCode::OK);
         v["active"].as_bool().unwrap()
     }
@@ -120,12 +157,21 @@ impl Server {
     }
 
     async fn jwks(&self) -> Value {
-        self.http.get(format!("{}/.well-known/jwks.json", self.base)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}/.well-known/jwks.json", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
 fn s(v: &Value, k: &str) -> String {
-    v[k].as_str().unwrap_or_else(|| panic!("{k} missing in {v}")).to_owned()
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+        .to_owned()
 }
 
 #[tokio::test]
@@ -138,10 +184,17 @@ async fn acknowledged_revocations_and_sessions_survive_sigkill() {
     let jwks_before = server.jwks().await;
 
     // Many writes in flight at once, so several share a commit.
-    let opened: Vec<Value> = futures::future::join_all((0..40).map(|i| server.open(&client, if i % 2 == 0 { "even" } else { "odd" }))).await;
+    let opened: Vec<Value> = futures::future::join_all(
+        (0..40).map(|i| server.open(&client, if i % 2 == 0 { "even" } else { "odd" })),
+    )
+    .await;
     let to_end: Vec<&Value> = opened.iter().step_by(4).collect();
     let revokes = futures::future::join_all(to_end.iter().enumerate().map(|(i, v)| {
-        let token = if i % 2 == 0 { s(v, "access_token") } else { s(v, "refresh_token") };
+        let token = if i % 2 == 0 {
+            s(v, "access_token")
+        } else {
+            s(v, "refresh_token")
+        };
         let c = client.clone();
         let srv = &server;
         async move { srv.form("/oauth2/revoke", &c, &[("token", &token)]).await.0 }
@@ -153,20 +206,42 @@ async fn acknowledged_revocations_and_sessions_survive_sigkill() {
 
     let server = Server::start(&data, &log).await;
     assert_eq!(server.jwks().await, jwks_before, "signing keys survived");
-    let ended: std::collections::HashSet<String> = to_end.iter().map(|v| s(v, "session_id")).collect();
+    let ended: std::collections::HashSet<String> =
+        to_end.iter().map(|v| s(v, "session_id")).collect();
     for v in &opened {
         let sid = s(v, "session_id");
         let want = !ended.contains(&sid);
-        assert_eq!(server.active(&client, &s(v, "access_token")).await, want, "access token of {sid}");
-        assert_eq!(server.active(&client, &s(v, "refresh_token")).await, want, "refresh token of {sid}");
+        assert_eq!(
+            server.active(&client, &s(v, "access_token")).await,
+            want,
+            "access token of {sid}"
+        );
+        assert_eq!(
+            server.active(&client, &s(v, "refresh_token")).await,
+            want,
+            "refresh token of {sid}"
+        );
     }
     let listed: Vec<Value> = [server.sessions("even").await, server.sessions("odd").await].concat();
-    assert_eq!(listed.len(), 40, "every acknowledged session is still there");
-    let revoked = listed.iter().filter(|v| v["status"] == "token_revoked").count();
+    assert_eq!(
+        listed.len(),
+        40,
+        "every acknowledged session is still there"
+    );
+    let revoked = listed
+        .iter()
+        .filter(|v| v["status"] == "token_revoked")
+        .count();
     assert_eq!(revoked, ended.len());
 
     // The client survived too: it can still get tokens.
-    let (status, _) = server.form("/oauth2/token", &client, &[("grant_type", "client_credentials")]).await;
+    let (status, _) = server
+        .form(
+            "/oauth2/token",
+            &client,
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     server.kill();
 }
@@ -184,7 +259,11 @@ async fn no_client_secret_or_refresh_token_in_the_data_directory_or_logs() {
     secrets.push(rt.clone());
     for _ in 0..3 {
         let (status, v) = server
-            .form("/oauth2/token", &client, &[("grant_type", "refresh_token"), ("refresh_token", &rt)])
+            .form(
+                "/oauth2/token",
+                &client,
+                &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
         rt = s(&v, "refresh_token");
@@ -192,9 +271,20 @@ async fn no_client_secret_or_refresh_token_in_the_data_directory_or_logs() {
     }
     // A failed attempt with a wrong secret must not log it either.
     secrets.push("WrongSecretThatMustNotBeLogged".into());
-    let bad = (client.0.clone(), "WrongSecretThatMustNotBeLogged".to_owned());
-    server.form("/oauth2/token", &bad, &[("grant_type", "client_credentials")]).await;
-    server.form("/oauth2/revoke", &client, &[("token", &rt)]).await;
+    let bad = (
+        client.0.clone(),
+        "WrongSecretThatMustNotBeLogged".to_owned(),
+    );
+    server
+        .form(
+            "/oauth2/token",
+            &bad,
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    server
+        .form("/oauth2/revoke", &client, &[("token", &rt)])
+        .await;
     // Graceful-ish end is not needed: files are what they are after a kill.
     server.kill();
 
@@ -203,7 +293,11 @@ async fn no_client_secret_or_refresh_token_in_the_data_directory_or_logs() {
     files.push(log.clone());
     assert!(files.len() >= 4, "{files:?}");
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("session ended"), "trace logging was on: {}", &log_text[..log_text.len().min(2000)]);
+    assert!(
+        log_text.contains("session ended"),
+        "trace logging was on: {}",
+        &log_text[..log_text.len().min(2000)]
+    );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         for secret in &secrets {

@@ -35,8 +35,15 @@ async fn superseding_an_ended_session_mints_nothing() {
     // Superseding a live one ends it and hands out a working successor.
     let opened = app.open_session((&id, &secret), "sup").await;
     let sid = tessera::core::ids::SessionId::parse(&s(&opened, "session_id")).unwrap();
-    let next = app.engine.supersede_session(&client, &sid, None).await.unwrap();
-    assert!(!app.active((&id, &secret), &s(&opened, "access_token")).await);
+    let next = app
+        .engine
+        .supersede_session(&client, &sid, None)
+        .await
+        .unwrap();
+    assert!(
+        !app.active((&id, &secret), &s(&opened, "access_token"))
+            .await
+    );
     assert!(app.active((&id, &secret), &next.access_token).await);
 }
 
@@ -64,7 +71,11 @@ async fn a_code_redeemed_twice_at_once_leaves_no_working_token() {
         let challenge = app.engine.begin_authorization(&client, req).await.unwrap();
         let redirect = app
             .engine
-            .accept_login(&challenge, Subject::parse("racer").unwrap(), Default::default())
+            .accept_login(
+                &challenge,
+                Subject::parse("racer").unwrap(),
+                Default::default(),
+            )
             .await
             .unwrap();
         let code = url::Url::parse(&redirect)
@@ -80,9 +91,18 @@ async fn a_code_redeemed_twice_at_once_leaves_no_working_token() {
             ("code_verifier", verifier.as_str()),
             ("redirect_uri", "http://127.0.0.1:9/cb"),
         ];
-        let (a, b) = tokio::join!(app.token((&id, &secret), &form), app.token((&id, &secret), &form));
-        let winners: Vec<_> = [a, b].into_iter().filter(|(st, _)| *st == StatusCode::OK).collect();
-        assert!(winners.len() <= 1, "round {round}: both redemptions succeeded");
+        let (a, b) = tokio::join!(
+            app.token((&id, &secret), &form),
+            app.token((&id, &secret), &form)
+        );
+        let winners: Vec<_> = [a, b]
+            .into_iter()
+            .filter(|(st, _)| *st == StatusCode::OK)
+            .collect();
+        assert!(
+            winners.len() <= 1,
+            "round {round}: both redemptions succeeded"
+        );
         for (_, body) in winners {
             // Whichever order they ran in, the loser's replay ended the winner.
             assert!(
@@ -98,7 +118,9 @@ async fn concurrent_wrong_secrets_cannot_exceed_the_limit_nor_lock_out_the_real_
     let app = TestApp::spawn_with(|s| s.client_auth_max_failures = 3).await;
     let (id, secret) = app.new_client().await;
     // The real client authenticates once: its digest is now known good.
-    let (status, _) = app.token((&id, &secret), &[("grant_type", "client_credentials")]).await;
+    let (status, _) = app
+        .token((&id, &secret), &[("grant_type", "client_credentials")])
+        .await;
     assert_eq!(status, StatusCode::OK);
     // Twenty distinct guesses at once (identical ones share one check).
     let guesses: Vec<String> = (0..20).map(|i| format!("wrong-{i}")).collect();
@@ -106,13 +128,24 @@ async fn concurrent_wrong_secrets_cannot_exceed_the_limit_nor_lock_out_the_real_
         .iter()
         .map(|g| app.token((&id, g), &[("grant_type", "client_credentials")]));
     let results = futures::future::join_all(attempts).await;
-    let checked = results.iter().filter(|(st, _)| *st == StatusCode::UNAUTHORIZED).count();
-    let refused = results.iter().filter(|(st, _)| *st == StatusCode::TOO_MANY_REQUESTS).count();
-    assert_eq!(checked, 3, "only the allowed number of guesses reached argon2");
+    let checked = results
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = results
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(
+        checked, 3,
+        "only the allowed number of guesses reached argon2"
+    );
     assert_eq!(refused, 17);
     // Past the 30 s record cache, the real client still gets in.
     app.clock.advance(45);
-    let (status, body) = app.token((&id, &secret), &[("grant_type", "client_credentials")]).await;
+    let (status, body) = app
+        .token((&id, &secret), &[("grant_type", "client_credentials")])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -138,7 +171,10 @@ async fn a_reference_of_an_expired_session_can_be_reused() {
         o.lifetime = Some(lifetime);
         o
     };
-    app.engine.open_session_replacing(&client, open(10)).await.unwrap();
+    app.engine
+        .open_session_replacing(&client, open(10))
+        .await
+        .unwrap();
     app.clock.advance(11);
     let again = app.engine.open_session_replacing(&client, open(10)).await;
     assert!(again.is_ok(), "{again:?}");
@@ -152,7 +188,10 @@ async fn refresh_tokens_are_described_only_to_their_own_client() {
     let opened = app.open_session((&a, &sa), "private").await;
     let rt = s(&opened, "refresh_token");
     assert!(app.active((&a, &sa), &rt).await);
-    assert_eq!(app.introspect((&b, &sb), &rt).await, serde_json::json!({"active": false}));
+    assert_eq!(
+        app.introspect((&b, &sb), &rt).await,
+        serde_json::json!({"active": false})
+    );
     // Access tokens stay introspectable by any client (resource servers).
     assert!(app.active((&b, &sb), &s(&opened, "access_token")).await);
 }

@@ -93,7 +93,10 @@ impl OtpSender for WebhookSender {
             .await
             .map_err(|e| DeliveryError(format!("webhook unreachable: {}", e.without_url())))?;
         if !resp.status().is_success() {
-            return Err(DeliveryError(format!("webhook answered HTTP {}", resp.status().as_u16())));
+            return Err(DeliveryError(format!(
+                "webhook answered HTTP {}",
+                resp.status().as_u16()
+            )));
         }
         Ok(())
     }

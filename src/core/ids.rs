@@ -15,10 +15,16 @@ pub struct ParseIdError {
 
 fn printable_id(s: &str, what: &'static str, max: usize) -> Result<(), ParseIdError> {
     if s.is_empty() {
-        return Err(ParseIdError { what, why: "must not be empty" });
+        return Err(ParseIdError {
+            what,
+            why: "must not be empty",
+        });
     }
     if s.len() > max {
-        return Err(ParseIdError { what, why: "is too long" });
+        return Err(ParseIdError {
+            what,
+            why: "is too long",
+        });
     }
     if !s.chars().all(|c| c.is_ascii_graphic()) {
         return Err(ParseIdError {
@@ -41,7 +47,10 @@ impl ClientId {
         printable_id(s, "client_id", Self::MAX_LEN)?;
         if s.contains(':') {
             // Basic auth splits on the first ':'; an id containing one could never log in.
-            return Err(ParseIdError { what: "client_id", why: "must not contain ':'" });
+            return Err(ParseIdError {
+                what: "client_id",
+                why: "must not contain ':'",
+            });
         }
         Ok(Self(s.to_owned()))
     }
@@ -83,10 +92,16 @@ impl Subject {
 
     pub fn parse(s: &str) -> Result<Self, ParseIdError> {
         if s.is_empty() {
-            return Err(ParseIdError { what: "subject", why: "must not be empty" });
+            return Err(ParseIdError {
+                what: "subject",
+                why: "must not be empty",
+            });
         }
         if s.len() > Self::MAX_LEN {
-            return Err(ParseIdError { what: "subject", why: "is too long" });
+            return Err(ParseIdError {
+                what: "subject",
+                why: "is too long",
+            });
         }
         if s.chars().any(|c| c.is_control()) {
             return Err(ParseIdError {
@@ -167,7 +182,10 @@ pub struct Scope(String);
 impl Scope {
     pub fn parse(s: &str) -> Result<Self, ParseIdError> {
         if s.len() > 2048 {
-            return Err(ParseIdError { what: "scope", why: "is too long" });
+            return Err(ParseIdError {
+                what: "scope",
+                why: "is too long",
+            });
         }
         let ok = s.split(' ').filter(|t| !t.is_empty()).all(|t| {
             t.bytes()
@@ -224,7 +242,10 @@ mod tests {
 
     #[test]
     fn scope_normalises_and_checks() {
-        assert_eq!(Scope::parse(" read  write ").unwrap().as_str(), "read write");
+        assert_eq!(
+            Scope::parse(" read  write ").unwrap().as_str(),
+            "read write"
+        );
         assert!(Scope::parse("bad\"quote").is_err());
         let a = Scope::parse("read").unwrap();
         let b = Scope::parse("read write").unwrap();

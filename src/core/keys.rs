@@ -82,7 +82,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -248,7 +250,12 @@ impl Keyring {
         // The new key is written first: a crash in between leaves two
         // current keys, and the newer one wins at the next start.
         self.write_key(&fresh)?;
-        for k in self.snapshot().keys.values().filter(|k| k.file.retire_at.is_none()) {
+        for k in self
+            .snapshot()
+            .keys
+            .values()
+            .filter(|k| k.file.retire_at.is_none())
+        {
             let mut f = k.file.clone();
             f.retire_at = Some(retire_at);
             self.write_key(&f)?;
@@ -319,7 +326,8 @@ impl Keyring {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(set.current.clone());
         header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Sign(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     /// Check the signature of a JWT we issued and decode its claims.
@@ -402,7 +410,9 @@ mod tests {
         let kid = ring.current_kid();
 
         let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{kid}"}}"#));
-        assert!(ring.verify::<C>(&format!("{none_header}.{}.", parts[1])).is_err());
+        assert!(ring
+            .verify::<C>(&format!("{none_header}.{}.", parts[1]))
+            .is_err());
 
         // HS256 with the public key bytes as the HMAC secret.
         let x = ring.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
@@ -415,7 +425,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ring.verify::<C>(&forged), Err(JwtError::Algorithm));
-        let forged2 = jsonwebtoken::encode(&h, &C { sub: "a".into() }, &EncodingKey::from_secret(x.as_bytes())).unwrap();
+        let forged2 = jsonwebtoken::encode(
+            &h,
+            &C { sub: "a".into() },
+            &EncodingKey::from_secret(x.as_bytes()),
+        )
+        .unwrap();
         assert_eq!(ring.verify::<C>(&forged2), Err(JwtError::Algorithm));
 
         assert_eq!(ring.verify::<C>("garbage"), Err(JwtError::Malformed));

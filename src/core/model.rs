@@ -176,7 +176,10 @@ pub enum RefreshState {
     Current,
     /// Rotated away at `at`; `successor` is the hash of the token that
     /// replaced it.
-    Retired { at: UnixTime, successor: TokenHash },
+    Retired {
+        at: UnixTime,
+        successor: TokenHash,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,7 +104,13 @@ impl TokenHasher {
         let cipher = Aes256Gcm::new(self.seal_key.expose_secret().into());
         let nonce = random_bytes::<12>();
         let ct = cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: label.as_bytes() })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: label.as_bytes(),
+                },
+            )
             .expect("AES-GCM encryption of a small buffer cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -122,7 +128,13 @@ impl TokenHasher {
         let (nonce, ct) = bytes.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().ok()?;
         Aes256Gcm::new(self.seal_key.expose_secret().into())
-            .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: label.as_bytes() })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: label.as_bytes(),
+                },
+            )
             .ok()
     }
 
@@ -140,7 +152,10 @@ impl TokenHasher {
     /// successor back (see the grace window in the engine); unguessable
     /// without the server key.
     pub fn successor(&self, token: &str) -> String {
-        URL_SAFE_NO_PAD.encode(hmac(self.successor_key.expose_secret(), &[token.as_bytes()]))
+        URL_SAFE_NO_PAD.encode(hmac(
+            self.successor_key.expose_secret(),
+            &[token.as_bytes()],
+        ))
     }
 }
 
@@ -195,7 +210,9 @@ mod tests {
         let sealed = a.seal("client:x", b"payload");
         assert_eq!(a.open("client:x", &sealed).unwrap(), b"payload");
         assert!(a.open("client:y", &sealed).is_none());
-        assert!(TokenHasher::new([2; 32]).open("client:x", &sealed).is_none());
+        assert!(TokenHasher::new([2; 32])
+            .open("client:x", &sealed)
+            .is_none());
         assert!(a.open("client:x", "garbage").is_none());
     }
 

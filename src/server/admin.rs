@@ -52,7 +52,10 @@ pub struct AdminAuth;
 impl FromRequestParts<Arc<AppState>> for AdminAuth {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Response> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
         if is_admin(state, &parts.headers) {
             return Ok(AdminAuth);
         }
@@ -71,7 +74,10 @@ impl FromRequestParts<Arc<AppState>> for AdminAuth {
 }
 
 fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let Some((scheme, token)) = v.trim().split_once(' ') else {

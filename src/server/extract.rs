@@ -22,7 +22,9 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiErro
                 format!("request body is larger than {limit} bytes"),
             )
         } else {
-            ApiError::invalid_request("request body could not be read (malformed transfer encoding?)")
+            ApiError::invalid_request(
+                "request body could not be read (malformed transfer encoding?)",
+            )
         }
     })
 }

@@ -132,7 +132,9 @@ impl Application {
         let store: Arc<dyn Store> = match (store, &settings.database_url) {
             (Some(s), _) => s,
             (None, Some(url)) => {
-                let pg = PgStore::connect(url).await.context("connecting to PostgreSQL")?;
+                let pg = PgStore::connect(url)
+                    .await
+                    .context("connecting to PostgreSQL")?;
                 pg.migrate().await.context("applying database migrations")?;
                 tracing::warn!(
                     "store: PostgreSQL. Signing keys, token.key and admin.token are still read from the \

@@ -81,7 +81,9 @@ fn valid_verifier(v: &str) -> bool {
 
 /// A code challenge must be an S256 hash: 43 base64url characters.
 pub fn valid_challenge(c: &str) -> bool {
-    c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    c.len() == 43
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> EngineResult<T> {
@@ -94,7 +96,8 @@ fn encode<T: Serialize>(v: &T) -> EngineResult<Vec<u8>> {
 
 /// `uri` with `params` appended to its query.
 pub fn with_query(uri: &str, params: &[(&str, &str)]) -> EngineResult<String> {
-    let mut url = url::Url::parse(uri).map_err(|_| EngineError::InvalidRequest("redirect_uri is not a URL".into()))?;
+    let mut url = url::Url::parse(uri)
+        .map_err(|_| EngineError::InvalidRequest("redirect_uri is not a URL".into()))?;
     {
         let mut q = url.query_pairs_mut();
         for (k, v) in params {
@@ -131,13 +134,18 @@ impl Engine {
 
     /// Record a pending login; returns the login challenge to hand to the
     /// login application.
-    pub async fn begin_authorization(&self, client: &Client, req: AuthorizationRequest) -> EngineResult<String> {
+    pub async fn begin_authorization(
+        &self,
+        client: &Client,
+        req: AuthorizationRequest,
+    ) -> EngineResult<String> {
         if !client.allows(GrantType::AuthorizationCode) {
             return Err(EngineError::UnauthorizedClient("authorization_code"));
         }
         if !valid_challenge(&req.code_challenge) {
             return Err(EngineError::InvalidRequest(
-                "code_challenge must be the S256 hash of a code verifier (43 base64url characters)".into(),
+                "code_challenge must be the S256 hash of a code verifier (43 base64url characters)"
+                    .into(),
             ));
         }
         let challenge = random_token(32);
@@ -154,7 +162,12 @@ impl Engine {
         };
         let key = self.hasher.hash("login-challenge", &challenge);
         self.store
-            .put_grant(GrantKind::LoginChallenge, &key, &encode(&pending)?, expires_at)
+            .put_grant(
+                GrantKind::LoginChallenge,
+                &key,
+                &encode(&pending)?,
+                expires_at,
+            )
             .await?;
         Ok(challenge)
     }
@@ -165,7 +178,11 @@ impl Engine {
             return Ok(None);
         }
         let key = self.hasher.hash("login-challenge", challenge);
-        let Some(g) = self.store.get_grant(GrantKind::LoginChallenge, &key).await? else {
+        let Some(g) = self
+            .store
+            .get_grant(GrantKind::LoginChallenge, &key)
+            .await?
+        else {
             return Ok(None);
         };
         let p: PendingLogin = decode(&g.value, "login challenge")?;
@@ -185,7 +202,12 @@ impl Engine {
             .await?
             .ok_or(GONE)?;
         let p: PendingLogin = decode(&g.value, "login challenge")?;
-        if p.expires_at <= self.now() || !self.store.swap_grant(GrantKind::LoginChallenge, &key, g.version, None).await? {
+        if p.expires_at <= self.now()
+            || !self
+                .store
+                .swap_grant(GrantKind::LoginChallenge, &key, g.version, None)
+                .await?
+        {
             return Err(GONE);
         }
         Ok(p)
@@ -213,7 +235,12 @@ impl Engine {
         };
         let key = self.hasher.hash("authorization-code", &code);
         self.store
-            .put_grant(GrantKind::AuthorizationCode, &key, &encode(&record)?, self.now() + CODE_TTL)
+            .put_grant(
+                GrantKind::AuthorizationCode,
+                &key,
+                &encode(&record)?,
+                self.now() + CODE_TTL,
+            )
             .await?;
         let mut params = vec![("code", code.as_str())];
         if let Some(s) = &p.state {
@@ -226,7 +253,10 @@ impl Engine {
     /// `error=access_denied`.
     pub async fn reject_login(&self, challenge: &str, description: &str) -> EngineResult<String> {
         let p = self.take_login(challenge).await?;
-        let mut params = vec![("error", "access_denied"), ("error_description", description)];
+        let mut params = vec![
+            ("error", "access_denied"),
+            ("error_description", description),
+        ];
         if let Some(s) = &p.state {
             params.push(("state", s));
         }
@@ -241,7 +271,8 @@ impl Engine {
         redirect_uri: Option<&str>,
         verifier: &str,
     ) -> EngineResult<IssuedTokens> {
-        const INVALID: EngineError = EngineError::InvalidGrant("authorization code is invalid or expired");
+        const INVALID: EngineError =
+            EngineError::InvalidGrant("authorization code is invalid or expired");
         if !client.allows(GrantType::AuthorizationCode) {
             return Err(EngineError::UnauthorizedClient("authorization_code"));
         }
@@ -249,7 +280,11 @@ impl Engine {
             return Err(INVALID);
         }
         let key = self.hasher.hash("authorization-code", code);
-        let g = self.store.get_grant(GrantKind::AuthorizationCode, &key).await?.ok_or(INVALID)?;
+        let g = self
+            .store
+            .get_grant(GrantKind::AuthorizationCode, &key)
+            .await?
+            .ok_or(INVALID)?;
         let mut rec: CodeRecord = decode(&g.value, "authorization code")?;
         if g.expires_at <= self.now() || rec.client_id != client.id {
             return Err(INVALID);
@@ -258,12 +293,20 @@ impl Engine {
             return Err(self.code_replayed(sid).await);
         }
         if redirect_uri.is_some_and(|u| u != rec.redirect_uri) {
-            return Err(EngineError::InvalidGrant("redirect_uri does not match the authorization request"));
+            return Err(EngineError::InvalidGrant(
+                "redirect_uri does not match the authorization request",
+            ));
         }
-        if !valid_verifier(verifier) || !ct_eq(s256(verifier).as_bytes(), rec.code_challenge.as_bytes()) {
+        if !valid_verifier(verifier)
+            || !ct_eq(s256(verifier).as_bytes(), rec.code_challenge.as_bytes())
+        {
             // Burn the code: whoever holds it without the verifier gets nothing.
-            self.store.swap_grant(GrantKind::AuthorizationCode, &key, g.version, None).await?;
-            return Err(EngineError::InvalidGrant("PKCE verification failed (code_verifier does not match)"));
+            self.store
+                .swap_grant(GrantKind::AuthorizationCode, &key, g.version, None)
+                .await?;
+            return Err(EngineError::InvalidGrant(
+                "PKCE verification failed (code_verifier does not match)",
+            ));
         }
         // The session exists before the code is marked redeemed, so a replay
         // that sees the mark always finds a session to end.
@@ -276,7 +319,12 @@ impl Engine {
         rec.redeemed = Some(sid);
         let marked = self
             .store
-            .swap_grant(GrantKind::AuthorizationCode, &key, g.version, Some(&encode(&rec)?))
+            .swap_grant(
+                GrantKind::AuthorizationCode,
+                &key,
+                g.version,
+                Some(&encode(&rec)?),
+            )
             .await;
         match marked {
             Ok(true) => Ok(tokens),
@@ -284,18 +332,31 @@ impl Engine {
                 // A concurrent redemption (or a burn) changed the code first:
                 // neither redemption may stand.
                 let mut ids = vec![sid];
-                if let Some(g) = self.store.get_grant(GrantKind::AuthorizationCode, &key).await? {
-                    if let Ok(CodeRecord { redeemed: Some(other), .. }) = serde_json::from_slice(&g.value) {
+                if let Some(g) = self
+                    .store
+                    .get_grant(GrantKind::AuthorizationCode, &key)
+                    .await?
+                {
+                    if let Ok(CodeRecord {
+                        redeemed: Some(other),
+                        ..
+                    }) = serde_json::from_slice(&g.value)
+                    {
                         ids.push(other);
                     }
                 }
                 tracing::warn!(session_id = %sid, "authorization code redeemed twice at once; ending both sessions");
-                self.end_sessions(&ids, EndReason::CodeReplay, Actor::Engine).await?;
-                Err(EngineError::InvalidGrant("authorization code was already used; the session it produced has been ended"))
+                self.end_sessions(&ids, EndReason::CodeReplay, Actor::Engine)
+                    .await?;
+                Err(EngineError::InvalidGrant(
+                    "authorization code was already used; the session it produced has been ended",
+                ))
             }
             Err(e) => {
                 // Unknown whether the mark landed: end the session we will not hand out.
-                let _ = self.end_sessions(&[sid], EndReason::CodeReplay, Actor::Engine).await;
+                let _ = self
+                    .end_sessions(&[sid], EndReason::CodeReplay, Actor::Engine)
+                    .await;
                 Err(e.into())
             }
         }
@@ -303,8 +364,13 @@ impl Engine {
 
     async fn code_replayed(&self, sid: SessionId) -> EngineError {
         tracing::warn!(session_id = %sid, "authorization code replayed; ending the session it produced");
-        match self.end_sessions(&[sid], EndReason::CodeReplay, Actor::Engine).await {
-            Ok(_) => EngineError::InvalidGrant("authorization code was already used; the session it produced has been ended"),
+        match self
+            .end_sessions(&[sid], EndReason::CodeReplay, Actor::Engine)
+            .await
+        {
+            Ok(_) => EngineError::InvalidGrant(
+                "authorization code was already used; the session it produced has been ended",
+            ),
             Err(e) => e,
         }
     }
@@ -330,13 +396,19 @@ mod tests {
             s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
-        assert!(valid_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(valid_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
         assert!(!valid_verifier("short"));
     }
 
     #[test]
     fn query_is_appended() {
-        let u = with_query("https://app.example/cb?x=1", &[("code", "a b"), ("state", "s")]).unwrap();
+        let u = with_query(
+            "https://app.example/cb?x=1",
+            &[("code", "a b"), ("state", "s")],
+        )
+        .unwrap();
         assert_eq!(u, "https://app.example/cb?x=1&code=a+b&state=s");
     }
 }

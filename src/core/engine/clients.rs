@@ -54,7 +54,11 @@ fn check_redirect_uri(uri: &str) -> EngineResult<()> {
     // RFC 6749 §3.1.2: absolute, no fragment. Loopback http is allowed for
     // native apps (RFC 8252); everything else must be https or a private
     // scheme (contains a '.' per RFC 8252 §7.1) .
-    let bad = |why: &str| Err(EngineError::InvalidRequest(format!("redirect_uri {uri:?} {why}")));
+    let bad = |why: &str| {
+        Err(EngineError::InvalidRequest(format!(
+            "redirect_uri {uri:?} {why}"
+        )))
+    };
     if uri.len() > 2048 || uri.chars().any(|c| c.is_control() || c == ' ') {
         return bad("is not a valid URI");
     }
@@ -72,9 +76,10 @@ fn check_redirect_uri(uri: &str) -> EngineResult<()> {
     }
     if scheme.eq_ignore_ascii_case("http") {
         let host = rest.trim_start_matches("//");
-        let loopback = ["localhost", "127.0.0.1", "[::1]"]
-            .iter()
-            .any(|h| host.starts_with(h) && matches!(host[h.len()..].chars().next(), None | Some(':' | '/' | '?')));
+        let loopback = ["localhost", "127.0.0.1", "[::1]"].iter().any(|h| {
+            host.starts_with(h)
+                && matches!(host[h.len()..].chars().next(), None | Some(':' | '/' | '?'))
+        });
         if !loopback {
             return bad("must use https (plain http is allowed only for loopback)");
         }
@@ -101,13 +106,23 @@ impl Engine {
     pub async fn create_client(&self, req: NewClient) -> EngineResult<(Client, SecretString)> {
         let name = req.name.trim().to_owned();
         if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-            return Err(EngineError::InvalidRequest("name must be 1 to 200 printable characters".into()));
+            return Err(EngineError::InvalidRequest(
+                "name must be 1 to 200 printable characters".into(),
+            ));
         }
         for uri in &req.redirect_uris {
             check_redirect_uri(uri)?;
         }
-        check_ttl("access_token_ttl", req.access_token_ttl, self.settings.max_access_token_ttl)?;
-        check_ttl("refresh_token_ttl", req.refresh_token_ttl, self.settings.session_lifetime)?;
+        check_ttl(
+            "access_token_ttl",
+            req.access_token_ttl,
+            self.settings.max_access_token_ttl,
+        )?;
+        check_ttl(
+            "refresh_token_ttl",
+            req.refresh_token_ttl,
+            self.settings.session_lifetime,
+        )?;
         let mut grant_types = if req.grant_types.is_empty() {
             GrantType::defaults()
         } else {
@@ -143,9 +158,17 @@ impl Engine {
     /// `secret_version`, retrying if a concurrent update won, so two
     /// rotations can never undo each other. Every update bumps the version,
     /// which also invalidates cached verifications.
-    async fn update_client_with(&self, id: &ClientId, change: impl Fn(&mut Client)) -> EngineResult<Client> {
+    async fn update_client_with(
+        &self,
+        id: &ClientId,
+        change: impl Fn(&mut Client),
+    ) -> EngineResult<Client> {
         for _ in 0..8 {
-            let mut client = self.store.get_client(id).await?.ok_or(EngineError::NotFound("client"))?;
+            let mut client = self
+                .store
+                .get_client(id)
+                .await?
+                .ok_or(EngineError::NotFound("client"))?;
             let expected = client.secret_version;
             change(&mut client);
             client.secret_version = expected.wrapping_add(1);
@@ -160,12 +183,16 @@ impl Engine {
     /// Drop cached verifications of `id`. The epoch bump first: an
     /// authentication that read the old record cannot re-insert it after.
     fn forget_credentials(&self, id: &ClientId) {
-        self.cred_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cred_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.creds.remove(id);
     }
 
     /// Replace a client's secret; the old one stops working at once.
-    pub async fn rotate_client_secret(&self, id: &ClientId) -> EngineResult<(Client, SecretString)> {
+    pub async fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+    ) -> EngineResult<(Client, SecretString)> {
         let secret = new_secret();
         let hash = hash_blocking(secret.clone()).await?;
         let client = self
@@ -186,14 +213,18 @@ impl Engine {
         if !deleted && ids.is_empty() {
             return Err(EngineError::NotFound("client"));
         }
-        let ended = self.end_sessions(&ids, EndReason::ClientDeleted, Actor::Admin).await?;
+        let ended = self
+            .end_sessions(&ids, EndReason::ClientDeleted, Actor::Admin)
+            .await?;
         tracing::info!(client_id = %id, sessions_ended = ended, "client deleted");
         Ok(ended)
     }
 
     fn new_payload_key(&self, id: &ClientId) -> String {
-        self.hasher
-            .seal(&format!("payload-key:{id}"), &crate::core::secrets::random_bytes::<32>())
+        self.hasher.seal(
+            &format!("payload-key:{id}"),
+            &crate::core::secrets::random_bytes::<32>(),
+        )
     }
 
     /// The client's 256-bit payload key (token-service dialect).
@@ -201,11 +232,15 @@ impl Engine {
         let sealed = client
             .payload_key_sealed
             .as_deref()
-            .ok_or(EngineError::InvalidRequest("this client has no payload key; rotate one".into()))?;
+            .ok_or(EngineError::InvalidRequest(
+                "this client has no payload key; rotate one".into(),
+            ))?;
         let bytes = self
             .hasher
             .open(&format!("payload-key:{}", client.id), sealed)
-            .ok_or_else(|| EngineError::Internal(format!("payload key of {} does not unseal", client.id)))?;
+            .ok_or_else(|| {
+                EngineError::Internal(format!("payload key of {} does not unseal", client.id))
+            })?;
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| EngineError::Internal("payload key has the wrong length".into()))?;
@@ -252,12 +287,13 @@ impl Engine {
         let Some(client) = self.store.get_client(&id).await? else {
             return Err(EngineError::InvalidClient);
         };
-        let known_good = self
-            .creds
-            .get(&id)
-            .is_some_and(|c| c.secret_version == client.secret_version && ct_eq(&c.digest, &digest));
+        let known_good = self.creds.get(&id).is_some_and(|c| {
+            c.secret_version == client.secret_version && ct_eq(&c.digest, &digest)
+        });
         if !known_good {
-            let ok = self.verify_once(&id, &digest, secret, &client.secret_hash, now).await?;
+            let ok = self
+                .verify_once(&id, &digest, secret, &client.secret_hash, now)
+                .await?;
             if !ok {
                 tracing::info!(client_id = %id, "client authentication failed");
                 return Err(EngineError::InvalidClient);
@@ -338,7 +374,8 @@ impl Engine {
         self.failures.retain(|_, f| now < f.window_start + window);
         // Verified digests outlive the 30 s record cache: they are what lets
         // the real client in while someone else is being throttled.
-        self.creds.retain(|_, c| now - c.fetched_at < VERIFIED_DIGEST_SECS);
+        self.creds
+            .retain(|_, c| now - c.fetched_at < VERIFIED_DIGEST_SECS);
     }
 }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 pub use authorize::{
-    dialect_name, s256, valid_challenge, with_query, AuthorizationRequest, PendingLogin, RedirectTargetError,
+    dialect_name, s256, valid_challenge, with_query, AuthorizationRequest, PendingLogin,
+    RedirectTargetError,
 };
 pub use clients::NewClient;
 pub use otp::OtpRejected;
@@ -132,7 +133,10 @@ impl Engine {
             cred_epoch: std::sync::atomic::AtomicU64::new(0),
             verifying: DashMap::new(),
             argon2_permits: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+                    .max(2),
             ),
         };
         let n = engine.rebuild_index().await?;
@@ -198,7 +202,11 @@ impl Engine {
             let now = self.now();
             let stats = self
                 .store
-                .sweep(now, now - self.settings.ended_retention, self.settings.sweep_batch)
+                .sweep(
+                    now,
+                    now - self.settings.ended_retention,
+                    self.settings.sweep_batch,
+                )
                 .await?;
             let full = stats.sessions >= self.settings.sweep_batch
                 || stats.refresh_tokens >= self.settings.sweep_batch

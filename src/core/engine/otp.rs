@@ -66,9 +66,16 @@ impl Engine {
 
     /// Start (or restart) an OTP login for `login` and deliver the code.
     /// Returns when the challenge expires.
-    pub async fn start_otp(&self, client: &ClientId, purpose: &str, login: &str) -> EngineResult<UnixTime> {
+    pub async fn start_otp(
+        &self,
+        client: &ClientId,
+        purpose: &str,
+        login: &str,
+    ) -> EngineResult<UnixTime> {
         if login.is_empty() || login.len() > 256 || login.chars().any(char::is_control) {
-            return Err(EngineError::InvalidRequest("login must be 1 to 256 printable characters".into()));
+            return Err(EngineError::InvalidRequest(
+                "login must be 1 to 256 printable characters".into(),
+            ));
         }
         let now = self.now();
         let key = self.otp_key(client, purpose, login);
@@ -79,8 +86,11 @@ impl Engine {
             attempts: 0,
             expires_at,
         };
-        let bytes = serde_json::to_vec(&record).map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.store.put_grant(GrantKind::Otp, &key, &bytes, expires_at).await?;
+        let bytes =
+            serde_json::to_vec(&record).map_err(|e| EngineError::Internal(e.to_string()))?;
+        self.store
+            .put_grant(GrantKind::Otp, &key, &bytes, expires_at)
+            .await?;
         let msg = OtpMessage {
             otp: &otp,
             login,
@@ -116,15 +126,23 @@ impl Engine {
             let mut rec: OtpRecord = serde_json::from_slice(&grant.value)
                 .map_err(|e| EngineError::Internal(format!("OTP record: {e}")))?;
             if rec.expires_at <= self.now() {
-                self.store.swap_grant(GrantKind::Otp, &key, grant.version, None).await?;
+                self.store
+                    .swap_grant(GrantKind::Otp, &key, grant.version, None)
+                    .await?;
                 return Ok(Err(OtpRejected::Expired));
             }
             if rec.attempts >= self.settings.otp_max_attempts {
-                self.store.swap_grant(GrantKind::Otp, &key, grant.version, None).await?;
+                self.store
+                    .swap_grant(GrantKind::Otp, &key, grant.version, None)
+                    .await?;
                 return Ok(Err(OtpRejected::TooManyAttempts));
             }
             if ct_eq(&presented, &rec.code_hash) {
-                if self.store.swap_grant(GrantKind::Otp, &key, grant.version, None).await? {
+                if self
+                    .store
+                    .swap_grant(GrantKind::Otp, &key, grant.version, None)
+                    .await?
+                {
                     return Ok(Ok(()));
                 }
                 continue;
@@ -134,8 +152,14 @@ impl Engine {
             let (new, outcome) = if left == 0 {
                 (None, OtpRejected::TooManyAttempts)
             } else {
-                let bytes = serde_json::to_vec(&rec).map_err(|e| EngineError::Internal(e.to_string()))?;
-                (Some(bytes), OtpRejected::Wrong { attempts_left: left })
+                let bytes =
+                    serde_json::to_vec(&rec).map_err(|e| EngineError::Internal(e.to_string()))?;
+                (
+                    Some(bytes),
+                    OtpRejected::Wrong {
+                        attempts_left: left,
+                    },
+                )
             };
             if self
                 .store
@@ -146,9 +170,9 @@ impl Engine {
                 return Ok(Err(outcome));
             }
         }
-        Err(EngineError::Unavailable(crate::store::StoreError::Unavailable(
-            "OTP challenge under contention".into(),
-        )))
+        Err(EngineError::Unavailable(
+            crate::store::StoreError::Unavailable("OTP challenge under contention".into()),
+        ))
     }
 }
 

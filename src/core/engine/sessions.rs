@@ -57,10 +57,14 @@ impl OpenSession {
 fn check_claims(claims: &serde_json::Map<String, serde_json::Value>) -> EngineResult<()> {
     let text = serde_json::to_string(claims).map_err(|e| EngineError::Internal(e.to_string()))?;
     if text.contains("\\u0000") {
-        return Err(EngineError::InvalidRequest("claims must not contain NUL characters".into()));
+        return Err(EngineError::InvalidRequest(
+            "claims must not contain NUL characters".into(),
+        ));
     }
     if text.len() > 16 * 1024 {
-        return Err(EngineError::InvalidRequest("claims must be at most 16 KiB of JSON".into()));
+        return Err(EngineError::InvalidRequest(
+            "claims must be at most 16 KiB of JSON".into(),
+        ));
     }
     Ok(())
 }
@@ -85,19 +89,23 @@ impl Engine {
     }
 
     /// Open a session for `req.subject` and issue its first tokens.
-    pub async fn open_session(&self, client: &Client, req: OpenSession) -> EngineResult<IssuedTokens> {
+    pub async fn open_session(
+        &self,
+        client: &Client,
+        req: OpenSession,
+    ) -> EngineResult<IssuedTokens> {
         check_claims(&req.claims)?;
         check_claims(&req.token_claims)?;
         let now = self.now();
         let access_ttl = self.access_ttl(client, req.access_ttl);
-        let lifetime = if req.with_refresh {
-            req.lifetime
-                .unwrap_or(self.settings.session_lifetime)
-                .clamp(1, self.settings.session_lifetime)
-        } else {
-            // Without a refresh token the session lasts as long as its
-            // access token, unless the dialect fixes its lifetime.
-            req.lifetime.unwrap_or(access_ttl).clamp(1, self.settings.session_lifetime)
+        // A dialect may fix the lifetime its wire format promises (the GSP
+        // API session lives 365 days); otherwise refresh-token sessions live
+        // `session_lifetime`, and the others as long as their access token.
+        const MAX_LIFETIME: i64 = 10 * 366 * 86_400;
+        let lifetime = match (req.lifetime, req.with_refresh) {
+            (Some(l), _) => l.clamp(1, MAX_LIFETIME),
+            (None, true) => self.settings.session_lifetime,
+            (None, false) => access_ttl,
         };
         let expires_at = now + lifetime;
         let access_exp = (now + access_ttl).min(expires_at);
@@ -146,7 +154,11 @@ impl Engine {
     }
 
     /// The live session `client` opened with `reference`, if any.
-    pub async fn session_by_reference(&self, client: &Client, reference: &str) -> EngineResult<Option<Session>> {
+    pub async fn session_by_reference(
+        &self,
+        client: &Client,
+        reference: &str,
+    ) -> EngineResult<Option<Session>> {
         let now = self.now();
         Ok(self
             .store
@@ -158,20 +170,31 @@ impl Engine {
     /// Open a session named by `req.reference`, first ending (as
     /// `superseded`) any live session of the client with the same reference:
     /// one live session per reference, the newest wins.
-    pub async fn open_session_replacing(&self, client: &Client, req: OpenSession) -> EngineResult<IssuedTokens> {
-        let reference = req
-            .reference
-            .clone()
-            .ok_or_else(|| EngineError::Internal("open_session_replacing needs a reference".into()))?;
+    pub async fn open_session_replacing(
+        &self,
+        client: &Client,
+        req: OpenSession,
+    ) -> EngineResult<IssuedTokens> {
+        let reference = req.reference.clone().ok_or_else(|| {
+            EngineError::Internal("open_session_replacing needs a reference".into())
+        })?;
         // Twice at most: a concurrent opener may slip in between the end
         // and the create; the second round ends that one too.
         let hash = self.reference_hash(&reference);
         for _ in 0..2 {
             // Any holder that is not ended, expired ones included: the store
             // keeps a reference taken until its session is ended.
-            if let Some(old) = self.store.find_session_by_reference(&client.id, &hash).await? {
-                self.end_sessions(&[old.id], EndReason::Superseded, Actor::Client(client.id.clone()))
-                    .await?;
+            if let Some(old) = self
+                .store
+                .find_session_by_reference(&client.id, &hash)
+                .await?
+            {
+                self.end_sessions(
+                    &[old.id],
+                    EndReason::Superseded,
+                    Actor::Client(client.id.clone()),
+                )
+                .await?;
             }
             match self.open_session(client, req.clone()).await {
                 Err(EngineError::Conflict(_)) => continue,
@@ -187,7 +210,9 @@ impl Engine {
             .get_session(id)
             .await?
             .filter(|s| s.client_id == client.id && s.is_live(self.now()))
-            .ok_or(EngineError::InvalidGrant("the session has ended or expired"))
+            .ok_or(EngineError::InvalidGrant(
+                "the session has ended or expired",
+            ))
     }
 
     /// A fresh access token for a live session of `client`, without a
@@ -204,7 +229,9 @@ impl Engine {
         // Cover first: an end that commits before this refuses the token;
         // one that commits after sees the raised cover.
         if !self.store.extend_access_cover(id, exp).await? {
-            return Err(EngineError::InvalidGrant("the session has ended or expired"));
+            return Err(EngineError::InvalidGrant(
+                "the session has ended or expired",
+            ));
         }
         Ok(IssuedTokens {
             session_id: session.id,
@@ -232,12 +259,21 @@ impl Engine {
         // session: a logout that wins the race is never undone by a token
         // minted after it was acknowledged.
         let ended = self
-            .end_sessions(&[old.id], EndReason::Superseded, Actor::Client(client.id.clone()))
+            .end_sessions(
+                &[old.id],
+                EndReason::Superseded,
+                Actor::Client(client.id.clone()),
+            )
             .await?;
         if ended == 0 {
-            return Err(EngineError::InvalidGrant("the session has ended or expired"));
+            return Err(EngineError::InvalidGrant(
+                "the session has ended or expired",
+            ));
         }
-        let mut next = OpenSession::new(old.subject.clone(), super::authorize::dialect_name(&old.dialect));
+        let mut next = OpenSession::new(
+            old.subject.clone(),
+            super::authorize::dialect_name(&old.dialect),
+        );
         next.scope = old.scope.clone();
         next.claims = old.claims.clone();
         next.token_claims = old.token_claims.clone();
@@ -303,7 +339,11 @@ impl Engine {
             return Ok(0);
         }
         let now = self.now();
-        let ended = Ended { at: now, reason, by };
+        let ended = Ended {
+            at: now,
+            reason,
+            by,
+        };
         let mut total = 0;
         // Chunked so ending a subject with many sessions never builds one
         // huge transaction.
@@ -323,7 +363,8 @@ impl Engine {
             }
             total += done.len();
         }
-        metrics::counter!("tessera_revocations_total", "reason" => reason.as_str()).increment(total as u64);
+        metrics::counter!("tessera_revocations_total", "reason" => reason.as_str())
+            .increment(total as u64);
         Ok(total)
     }
 

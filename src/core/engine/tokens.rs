@@ -12,7 +12,9 @@ use crate::core::clock::UnixTime;
 use crate::core::error::{EngineError, EngineResult};
 use crate::core::ids::{ClientId, Scope, SessionId, Subject};
 use crate::core::keys::JwtError;
-use crate::core::model::{Actor, Client, EndReason, GrantType, RefreshRecord, RefreshState, Session};
+use crate::core::model::{
+    Actor, Client, EndReason, GrantType, RefreshRecord, RefreshState, Session,
+};
 
 /// The claims of every access token (RFC 9068 layout).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,15 +88,25 @@ pub struct TokenDescription {
 
 /// Refresh tokens are 43 base64url characters; anything else is not one.
 fn looks_like_refresh(token: &str) -> bool {
-    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Engine {
-    pub(super) fn sign_access(&self, session: &Session, now: UnixTime, exp: UnixTime) -> EngineResult<String> {
+    pub(super) fn sign_access(
+        &self,
+        session: &Session,
+        now: UnixTime,
+        exp: UnixTime,
+    ) -> EngineResult<String> {
         use serde_json::Value;
         // Dialect claims first, so the claims the engine relies on always win.
         let mut claims = session.token_claims.clone();
-        claims.entry("aud").or_insert_with(|| Value::from(session.client_id.as_str()));
+        claims
+            .entry("aud")
+            .or_insert_with(|| Value::from(session.client_id.as_str()));
         claims.insert("iss".into(), Value::from(self.settings.issuer.as_str()));
         claims.insert("sub".into(), Value::from(session.subject.as_str()));
         claims.insert("client_id".into(), Value::from(session.client_id.as_str()));
@@ -123,9 +135,10 @@ impl Engine {
         Ok(claims)
     }
 
-    /// Signature and issuer only: for revocation, where an expired token is
-    /// still worth recognising.
-    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenRejected> {
+    /// Signature and issuer only, expiry and revocation NOT checked: for
+    /// revocation, and for dialects that renew an expired token while its
+    /// session lives (they must check the session themselves).
+    pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenRejected> {
         let claims: AccessClaims = self.keys.verify(token).map_err(|e: JwtError| {
             tracing::debug!(reason = %e, "access token refused");
             TokenRejected::Invalid
@@ -137,7 +150,11 @@ impl Engine {
     }
 
     /// RFC 6749 §4.4: a session for the client itself, no refresh token.
-    pub async fn client_credentials(&self, client: &Client, scope: Scope) -> EngineResult<IssuedTokens> {
+    pub async fn client_credentials(
+        &self,
+        client: &Client,
+        scope: Scope,
+    ) -> EngineResult<IssuedTokens> {
         if !client.allows(GrantType::ClientCredentials) {
             return Err(EngineError::UnauthorizedClient("client_credentials"));
         }
@@ -156,7 +173,8 @@ impl Engine {
         if !client.allows(GrantType::RefreshToken) {
             return Err(EngineError::UnauthorizedClient("refresh_token"));
         }
-        const INVALID: EngineError = EngineError::InvalidGrant("refresh token is invalid, expired or revoked");
+        const INVALID: EngineError =
+            EngineError::InvalidGrant("refresh token is invalid, expired or revoked");
         if !looks_like_refresh(token) {
             return Err(INVALID);
         }
@@ -188,7 +206,11 @@ impl Engine {
                         expires_at: (now + self.refresh_ttl(client)).min(session.expires_at),
                         state: RefreshState::Current,
                     };
-                    match self.store.rotate_refresh(&hash, &new, now, access_exp).await? {
+                    match self
+                        .store
+                        .rotate_refresh(&hash, &new, now, access_exp)
+                        .await?
+                    {
                         crate::store::RotateOutcome::Rotated => {
                             metrics::counter!("tessera_tokens_issued_total", "kind" => "refresh_token")
                                 .increment(1);
@@ -197,9 +219,15 @@ impl Engine {
                         crate::store::RotateOutcome::NotCurrent => continue,
                     }
                 }
-                RefreshState::Retired { at, successor: recorded } => {
+                RefreshState::Retired {
+                    at,
+                    successor: recorded,
+                } => {
                     if self.within_grace(now, at) && recorded == successor_hash {
-                        if let Some(tokens) = self.grace_retry(client, &session, &recorded, successor, now).await? {
+                        if let Some(tokens) = self
+                            .grace_retry(client, &session, &recorded, successor, now)
+                            .await?
+                        {
                             return Ok(tokens);
                         }
                     }
@@ -210,7 +238,9 @@ impl Engine {
                     );
                     self.end_sessions(&[session.id], EndReason::RefreshTokenReuse, Actor::Engine)
                         .await?;
-                    return Err(EngineError::InvalidGrant("refresh token was already used; the session has been ended"));
+                    return Err(EngineError::InvalidGrant(
+                        "refresh token was already used; the session has been ended",
+                    ));
                 }
             }
         }
@@ -240,11 +270,18 @@ impl Engine {
             return Ok(None);
         }
         let access_exp = (now + self.access_ttl(client, None)).min(session.expires_at);
-        if !self.store.extend_access_cover(&session.id, access_exp).await? {
-            return Err(EngineError::InvalidGrant("refresh token is invalid, expired or revoked"));
+        if !self
+            .store
+            .extend_access_cover(&session.id, access_exp)
+            .await?
+        {
+            return Err(EngineError::InvalidGrant(
+                "refresh token is invalid, expired or revoked",
+            ));
         }
         tracing::info!(session_id = %session.id, "refresh retried within the grace window");
-        self.tokens_for(session, now, access_exp, Some(successor)).map(Some)
+        self.tokens_for(session, now, access_exp, Some(successor))
+            .map(Some)
     }
 
     fn tokens_for(
@@ -269,31 +306,47 @@ impl Engine {
     /// (unknown, malformed, expired, or its session ended). Any client may
     /// introspect access tokens (resource servers do); a refresh token is
     /// described only to the client it was issued to (RFC 7662 §4).
-    pub async fn introspect(&self, caller: &ClientId, token: &str) -> EngineResult<Option<TokenDescription>> {
+    pub async fn introspect(
+        &self,
+        caller: &ClientId,
+        token: &str,
+    ) -> EngineResult<Option<TokenDescription>> {
         if token.contains('.') {
-            return Ok(self.check_access_token(token).ok().map(|c| TokenDescription {
-                kind: TokenKind::Access,
-                client_id: c.client_id,
-                sub: c.sub,
-                scope: c.scope,
-                exp: c.exp,
-                iat: c.iat,
-                jti: Some(c.jti),
-                sid: c.sid,
-                iss: c.iss,
-            }));
+            return Ok(self
+                .check_access_token(token)
+                .ok()
+                .map(|c| TokenDescription {
+                    kind: TokenKind::Access,
+                    client_id: c.client_id,
+                    sub: c.sub,
+                    scope: c.scope,
+                    exp: c.exp,
+                    iat: c.iat,
+                    jti: Some(c.jti),
+                    sid: c.sid,
+                    iss: c.iss,
+                }));
         }
         if !looks_like_refresh(token) {
             return Ok(None);
         }
         let now = self.now();
-        let Some(rec) = self.store.get_refresh(&self.hasher.hash("refresh", token)).await? else {
+        let Some(rec) = self
+            .store
+            .get_refresh(&self.hasher.hash("refresh", token))
+            .await?
+        else {
             return Ok(None);
         };
         if rec.state != RefreshState::Current || rec.expires_at <= now || rec.client_id != *caller {
             return Ok(None);
         }
-        let Some(session) = self.store.get_session(&rec.session_id).await?.filter(|s| s.is_live(now)) else {
+        let Some(session) = self
+            .store
+            .get_session(&rec.session_id)
+            .await?
+            .filter(|s| s.is_live(now))
+        else {
             return Ok(None);
         };
         Ok(Some(TokenDescription {
@@ -330,7 +383,11 @@ impl Engine {
                     }
                 }
                 TokenKind::Refresh if looks_like_refresh(token) => {
-                    if let Some(rec) = self.store.get_refresh(&self.hasher.hash("refresh", token)).await? {
+                    if let Some(rec) = self
+                        .store
+                        .get_refresh(&self.hasher.hash("refresh", token))
+                        .await?
+                    {
                         return Ok(Some((rec.session_id, rec.client_id)));
                     }
                 }
@@ -343,7 +400,12 @@ impl Engine {
     /// RFC 7009: end the session of `token` if `client` owns it. Unknown
     /// tokens and other clients' tokens are silently accepted (the caller
     /// answers 200 either way).
-    pub async fn revoke_token(&self, client: &Client, token: &str, hint: Option<TokenKind>) -> EngineResult<()> {
+    pub async fn revoke_token(
+        &self,
+        client: &Client,
+        token: &str,
+        hint: Option<TokenKind>,
+    ) -> EngineResult<()> {
         let Some((sid, owner)) = self.session_of_token(token, hint).await? else {
             tracing::debug!(client_id = %client.id, "revocation of an unknown token");
             return Ok(());
@@ -352,8 +414,12 @@ impl Engine {
             tracing::info!(client_id = %client.id, "client tried to revoke another client's token; ignored");
             return Ok(());
         }
-        self.end_sessions(&[sid], EndReason::TokenRevoked, Actor::Client(client.id.clone()))
-            .await?;
+        self.end_sessions(
+            &[sid],
+            EndReason::TokenRevoked,
+            Actor::Client(client.id.clone()),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::envelope::{taxpayer_ok, GspError, TaxpayerFailure};
-use crate::core::engine::{IssuedTokens, OpenSession};
+use crate::core::engine::OpenSession;
 use crate::core::gstin::Gstin;
 use crate::core::ids::Subject;
 use crate::core::model::{Actor, Client, EndReason, Session};
@@ -139,42 +139,13 @@ pub(super) async fn verify_otp(
         .insert("username".into(), Value::from(username));
     req.token_claims
         .insert("api_key".into(), Value::from(client.id.as_str()));
-    let issued = open_replacing(engine, client, req).await?;
+    let issued = engine.open_session_replacing(client, req).await?;
     tracing::info!(client_id = %client.id, session_id = %issued.session_id, "GSP taxpayer session opened");
     let mut data = Map::new();
     data.insert("access_token".into(), Value::from(issued.access_token));
     data.insert("session_expiry".into(), ms(issued.session_expires_at));
     data.insert("token_expiry".into(), ms(issued.expires_at));
     Ok(taxpayer_ok(data))
-}
-
-/// `open_session_replacing`, plus one case the engine does not cover yet:
-/// a session that *expired* without being ended still holds its reference
-/// in the store until swept (a day later by default), so opening a new one
-/// conflicts. End that stale holder (it is being replaced) and try again.
-// TODO(engine): move into `Engine::open_session_replacing`; see docs/gsp.md.
-async fn open_replacing(
-    engine: &Engine,
-    client: &Client,
-    req: OpenSession,
-) -> Result<IssuedTokens, EngineError> {
-    match engine.open_session_replacing(client, req.clone()).await {
-        Err(EngineError::Conflict("reference")) => {}
-        other => return other,
-    }
-    let reference = req.reference.as_deref().unwrap_or_default();
-    let holder = engine
-        .store()
-        .find_session_by_reference(&client.id, &engine.reference_hash(reference))
-        .await?;
-    if let Some(stale) = holder.filter(|s| s.ended.is_none() && !s.is_live(engine.now())) {
-        let by = Actor::Client(client.id.clone());
-        engine
-            .end_session(&stale.id, EndReason::Superseded, by, Some(&client.id))
-            .await?;
-        tracing::info!(session_id = %stale.id, "expired GSP taxpayer session released its reference");
-    }
-    engine.open_session_replacing(client, req).await
 }
 
 /// `{session_expiry, token_expiry}` of the live session.
