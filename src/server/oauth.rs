@@ -376,10 +376,15 @@ fn redirect_with_error(
 
 /// A `302 Found` that no cache keeps.
 pub(crate) fn found(location: &str) -> Response {
+    redirect(StatusCode::FOUND, location)
+}
+
+/// A redirect (`302`, `303`) that no cache keeps and that sends no referrer.
+pub(crate) fn redirect(status: StatusCode, location: &str) -> Response {
     let Ok(value) = HeaderValue::from_str(location) else {
         return ApiError::internal().into_response();
     };
-    let mut r = StatusCode::FOUND.into_response();
+    let mut r = status.into_response();
     let h = r.headers_mut();
     h.insert(header::LOCATION, value);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

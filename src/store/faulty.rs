@@ -1,4 +1,6 @@
-//! A store wrapper that can be told to fail, for outage tests: with writes
+//! A store wrapper that can be told to fail, for outage tests (and that
+//! can own what the wrapped store needs, such as a test's temporary
+//! directory): with writes
 //! (or reads) switched off, every such call answers `Unavailable` exactly as
 //! a backend that lost its disk or its database would.
 
@@ -20,6 +22,9 @@ pub struct FaultyStore {
     inner: Arc<dyn Store>,
     fail_writes: AtomicBool,
     fail_reads: AtomicBool,
+    /// Dropped after `inner` (fields drop in order): e.g. the temporary
+    /// directory of a test store, removed once the store has closed.
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl FaultyStore {
@@ -28,7 +33,14 @@ impl FaultyStore {
             inner,
             fail_writes: AtomicBool::new(false),
             fail_reads: AtomicBool::new(false),
+            _guard: None,
         }
+    }
+
+    /// Keep `guard` alive as long as the store, and drop it after.
+    pub fn keeping(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
     }
 
     pub fn fail_writes(&self, on: bool) {

@@ -51,9 +51,25 @@ impl TestApp {
         clock: Arc<ManualClock>,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
+        Self::spawn_on(dir, clock, None, tweak).await
+    }
+
+    /// Start with a given store (e.g. a `FaultyStore`).
+    pub async fn spawn_with_store(store: Arc<dyn tessera::store::Store>) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let clock = Arc::new(ManualClock::new(SystemClock.now()));
+        Self::spawn_on(dir, clock, Some(store), |_| {}).await
+    }
+
+    async fn spawn_on(
+        dir: Arc<TempDir>,
+        clock: Arc<ManualClock>,
+        store: Option<Arc<dyn tessera::store::Store>>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut settings = test_settings(&dir);
         tweak(&mut settings);
-        let app = Application::build_with_clock(settings, clock.clone())
+        let app = Application::build_with(settings, clock.clone(), store)
             .await
             .expect("application builds");
         let base = format!("http://{}", app.addr());

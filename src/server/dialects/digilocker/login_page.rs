@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{Map, Value};
@@ -404,16 +404,5 @@ fn failure(e: EngineError) -> Response {
 
 /// `303 See Other` after a form post: the browser follows with a GET.
 fn see_other(location: &str) -> Response {
-    let Ok(value) = HeaderValue::from_str(location) else {
-        return ApiError::internal().into_response();
-    };
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    let h = r.headers_mut();
-    h.insert(header::LOCATION, value);
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    r
+    crate::server::oauth::redirect(StatusCode::SEE_OTHER, location)
 }
