@@ -16,8 +16,14 @@ pub struct Settings {
     pub listen: String,
     /// Where the embedded store, signing keys and admin token live.
     pub data_dir: PathBuf,
-    /// A PostgreSQL URL: store sessions there instead of the embedded store.
+    /// A PostgreSQL URL: store sessions there instead of the embedded store,
+    /// and share them (with clients and keys) with every node using it.
     pub database_url: Option<String>,
+    /// PostgreSQL connections this node holds at most (plus one listening).
+    pub database_max_connections: u32,
+    /// Upper bound on one database operation, waiting for a connection
+    /// included: past it, the request is answered 503.
+    pub database_timeout_ms: u64,
     /// `iss` of issued tokens; derived from the listen address when unset.
     pub issuer: Option<String>,
     /// Default access-token lifetime for clients that set none.
@@ -74,6 +80,8 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./tessera-data"),
             database_url: None,
+            database_max_connections: 16,
+            database_timeout_ms: 5000,
             issuer: None,
             access_token_ttl_seconds: e.access_token_ttl,
             max_access_token_ttl_seconds: e.max_access_token_ttl,
@@ -121,7 +129,7 @@ pub struct ConfigError(String);
 
 /// Environment variables that belong to tools around the server (the CLI,
 /// the test suite) rather than to `Settings`.
-const NOT_SETTINGS: &[&str] = &["SERVER", "TEST_DATABASE_URL", "BIN"];
+const NOT_SETTINGS: &[&str] = &["SERVER", "TEST_DATABASE_URL", "BENCH_DATABASE_URL", "BIN"];
 
 impl Settings {
     /// Load the layers. A missing `config` file is an error; unknown keys in
@@ -236,6 +244,12 @@ impl Settings {
                 return Err(ConfigError("otp_webhook must be an http(s) URL".into()));
             }
         }
+        if self.database_max_connections < 1 || self.database_timeout_ms < 100 {
+            return Err(ConfigError(
+                "database_max_connections must be at least 1 and database_timeout_ms at least 100"
+                    .into(),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError("max_body_bytes must be at least 1024".into()));
         }
@@ -257,6 +271,17 @@ impl Settings {
             sweep_batch: self.sweep_batch,
             otp_ttl: self.otp_ttl_seconds,
             otp_max_attempts: self.otp_max_attempts,
+        }
+    }
+
+    /// How the PostgreSQL store connects.
+    pub fn pg_options(&self) -> crate::store::postgres::PgOptions {
+        let timeout = std::time::Duration::from_millis(self.database_timeout_ms);
+        crate::store::postgres::PgOptions {
+            max_connections: self.database_max_connections,
+            acquire_timeout: timeout,
+            op_timeout: timeout,
+            schema: None,
         }
     }
 

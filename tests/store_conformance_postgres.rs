@@ -18,13 +18,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::{Connection, PgConnection};
 use tessera::core::clock::UnixTime;
 use tessera::core::ids::{ClientId, SessionId};
+use tessera::core::keys::{KeyVault, StoredKey};
 use tessera::core::model::{
     Actor, Client, EndReason, Ended, GrantType, RefreshRecord, RefreshState, Session,
 };
 use tessera::core::secrets::random_bytes;
 use tessera::store::conformance::{GLOBAL, T0};
 use tessera::store::postgres::{PgOptions, PgStore};
-use tessera::store::{RotateOutcome, Store, StoreError};
+use tessera::store::{Change, ChangeFeed, FeedEvent, RotateOutcome, Store, StoreError};
 use tokio::sync::OnceCell;
 
 const URL_VAR: &str = "TESSERA_TEST_DATABASE_URL";
@@ -542,4 +543,142 @@ async fn a_silent_server_is_unavailable_in_time() {
     assert!(matches!(got, Err(StoreError::Unavailable(_))), "{got:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     hold.abort();
+}
+
+// ---------------------------------------------------------------------------
+// the change feed and what a fleet shares
+
+/// The next feed event that `keep` accepts, within `within`.
+async fn next_matching(
+    feed: &mut Box<dyn ChangeFeed>,
+    within: Duration,
+    mut keep: impl FnMut(&FeedEvent) -> bool,
+) -> FeedEvent {
+    tokio::time::timeout(within, async {
+        loop {
+            let event = feed.next().await;
+            if keep(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the feed reported the event in time")
+}
+
+async fn connected_feed(store: &PgStore) -> Box<dyn ChangeFeed> {
+    let mut feed = store.change_feed().expect("PostgreSQL has a change feed");
+    let first = next_matching(&mut feed, Duration::from_secs(10), |_| true).await;
+    assert_eq!(first, FeedEvent::Connected);
+    feed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_feed_reports_ends_client_changes_and_key_changes_of_other_nodes() {
+    let Some(url) = database_url() else { return };
+    let _shared = GLOBAL.read().await;
+    let (listening, writing) = (node(&url).await, node(&url).await);
+    let mut feed = connected_feed(&listening).await;
+
+    // 250 sessions ended in one call: more than one notification's worth.
+    let owner = client();
+    writing.insert_client(&owner).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..250 {
+        let s = session(&owner.id, T0);
+        writing.create_session(&s, None).await.unwrap();
+        ids.push(s.id);
+    }
+    let ended = writing
+        .end_sessions(&ids, &admin_end(T0 + 1), T0 + 7200)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 250);
+    let mut heard = std::collections::HashMap::new();
+    while heard.len() < ids.len() {
+        let event = next_matching(&mut feed, Duration::from_secs(5), |e| {
+            matches!(e, FeedEvent::Change(Change::Ended(list)) if list.iter().any(|(id, _)| ids.contains(id)))
+        })
+        .await;
+        let FeedEvent::Change(Change::Ended(list)) = event else {
+            unreachable!()
+        };
+        assert!(list.len() <= 100, "at most 100 sessions per notification");
+        heard.extend(list);
+    }
+    assert!(ids.iter().all(|id| heard.get(id) == Some(&(T0 + 300))));
+
+    // Ending them again changes nothing and tells nobody.
+    let again = writing
+        .end_sessions(&ids, &admin_end(T0 + 2), T0 + 7200)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+
+    let mut changed = owner.clone();
+    changed.secret_version += 1;
+    assert!(writing.update_client(&changed, 0).await.unwrap());
+    let want = FeedEvent::Change(Change::Client(owner.id.clone()));
+    next_matching(&mut feed, Duration::from_secs(5), |e| *e == want).await;
+    assert!(writing.delete_client(&owner.id).await.unwrap());
+    next_matching(&mut feed, Duration::from_secs(5), |e| *e == want).await;
+
+    let vault = writing.key_vault();
+    let key = StoredKey {
+        kid: format!("test-{}", SessionId::generate()),
+        alg: "EdDSA".into(),
+        created_at: T0,
+        retire_at: Some(T0),
+        private_pkcs8: "not used".into(),
+    };
+    vault.delete(std::slice::from_ref(&key.kid)).await.unwrap();
+    vault.create_first(&key).await.unwrap();
+    vault.delete(std::slice::from_ref(&key.kid)).await.unwrap();
+    next_matching(&mut feed, Duration::from_secs(5), |e| {
+        *e == FeedEvent::Change(Change::Keys)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_starting_together_share_one_first_key_and_one_value() {
+    let Some(url) = database_url() else { return };
+    // A schema of its own: the signing keys are one set per database.
+    let schema = new_schema_name();
+    let first = PgStore::connect_with(&url, options(&schema, 2))
+        .await
+        .unwrap();
+    first.migrate().await.unwrap();
+    let nodes: Vec<PgStore> =
+        futures::future::join_all((0..4).map(|_| PgStore::connect_with(&url, options(&schema, 2))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let rings = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| tessera::core::keys::Keyring::open(std::sync::Arc::new(n.key_vault()), T0)),
+    )
+    .await;
+    let kids: std::collections::HashSet<String> = rings
+        .into_iter()
+        .map(|r| r.expect("keyring opens").current_kid())
+        .collect();
+    assert_eq!(kids.len(), 1, "every node signs with the same first key");
+    assert_eq!(first.key_vault().load().await.unwrap().len(), 1);
+
+    let values = futures::future::join_all(
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| async move { n.shared_value("k", &format!("v{i}")).await.unwrap() }),
+    )
+    .await;
+    assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+    for n in nodes {
+        n.close().await;
+    }
+    first.close().await;
+    drop_schema(&url, &schema).await;
 }

@@ -33,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the Tessera server.
     Serve(ServeArgs),
+    /// Apply the PostgreSQL schema migrations and exit (`serve` applies
+    /// them too; this is for operators who run them by hand).
+    Migrate(MigrateArgs),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -58,6 +61,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     pub otp_webhook: Option<String>,
     /// Keep sessions in this PostgreSQL database instead of the embedded store.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// Flags of `migrate`. The URL may also come from the config file or
+/// `TESSERA_DATABASE_URL`, as for `serve`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The PostgreSQL database to migrate.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
 }
@@ -230,6 +245,10 @@ fn parse_grant_type(s: &str) -> Result<String, String> {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Migrate(args) => {
+            serve::migrate(args).await?;
+            print("database schema is up to date\n")
+        }
         Command::Admin(cmd) => {
             let out = admin::run(&cmd).await?;
             if let Some(notice) = &out.notice {

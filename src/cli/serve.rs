@@ -2,9 +2,10 @@
 //! server.
 
 use crate::config::{Overrides, Settings};
+use crate::store::postgres::PgStore;
 
 use super::error::CliError;
-use super::ServeArgs;
+use super::{MigrateArgs, ServeArgs};
 
 pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let overrides = overrides(&args);
@@ -13,6 +14,31 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     crate::server::serve(settings)
         .await
         .map_err(CliError::Server)
+}
+
+/// `tessera migrate`: apply the embedded migrations to the database.
+pub async fn migrate(args: MigrateArgs) -> Result<(), CliError> {
+    let overrides = Overrides {
+        database_url: args.database_url.clone(),
+        ..Overrides::default()
+    };
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    init_logging(&Settings {
+        log: "warn".into(),
+        ..settings.clone()
+    })?;
+    let Some(url) = settings.database_url.as_deref() else {
+        return Err(CliError::BadArgument {
+            what: "database URL",
+            why: "give --database-url (or set TESSERA_DATABASE_URL)".into(),
+        });
+    };
+    let store = PgStore::connect_with(url, settings.pg_options())
+        .await
+        .map_err(|e| CliError::Server(anyhow::anyhow!("connecting to PostgreSQL: {e}")))?;
+    let migrated = store.migrate().await;
+    store.close().await;
+    migrated.map_err(|e| CliError::Server(anyhow::anyhow!("applying migrations: {e}")))
 }
 
 fn overrides(args: &ServeArgs) -> Overrides {

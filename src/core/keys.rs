@@ -1,11 +1,17 @@
 //! Signing keys for access tokens: Ed25519, one current key plus older keys
 //! still published (JWKS) until every token they signed has expired.
 //!
-//! Each key is a file `keys/<kid>.json` (mode 0600) in the data directory.
+//! Where the keys are kept is a [`KeyVault`]: files `keys/<kid>.json`
+//! (mode 0600) in the data directory of a single node ([`DirVault`]), or
+//! the database that a fleet of nodes shares (so every node signs with, and
+//! verifies, the same keys).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -29,6 +35,8 @@ pub enum KeyError {
     Invalid { path: PathBuf, detail: String },
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error("key storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why a presented JWT was not accepted. Never shown in detail to clients.
@@ -46,21 +54,129 @@ pub enum JwtError {
     Claims,
 }
 
+/// A signing key as a vault stores it.
 #[derive(Clone, Serialize, Deserialize)]
-struct KeyFile {
-    kid: String,
-    alg: String,
-    created_at: UnixTime,
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub created_at: UnixTime,
     /// Set when a newer key took over: the key stays published (and keeps
     /// verifying) until then, and is deleted after.
     #[serde(default)]
-    retire_at: Option<UnixTime>,
+    pub retire_at: Option<UnixTime>,
     /// PKCS#8 DER, standard base64.
-    private_pkcs8: String,
+    pub private_pkcs8: String,
+}
+
+impl std::fmt::Debug for StoredKey {
+    /// Never the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retire_at", &self.retire_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Durable storage of signing keys. Every change is written here first and
+/// then read back, so what a node holds in memory is what the vault holds.
+#[async_trait]
+pub trait KeyVault: Send + Sync + 'static {
+    /// Every stored key.
+    async fn load(&self) -> Result<Vec<StoredKey>, KeyError>;
+    /// Store `first` unless some key without `retire_at` exists already
+    /// (nodes starting together then agree on one first key, or at worst
+    /// publish two, the newer of which is current everywhere).
+    async fn create_first(&self, first: &StoredKey) -> Result<(), KeyError>;
+    /// Store `fresh` and set `retire_at` on every other key that has none.
+    async fn rotate(&self, fresh: &StoredKey, retire_at: UnixTime) -> Result<(), KeyError>;
+    /// Delete these keys (missing ones are fine).
+    async fn delete(&self, kids: &[String]) -> Result<(), KeyError>;
+}
+
+/// Keys as files in a directory of the data directory (one node).
+#[derive(Debug)]
+pub struct DirVault {
+    dir: PathBuf,
+}
+
+impl DirVault {
+    /// Use `dir`, creating it (mode 0700) if missing.
+    pub fn open(dir: &Path) -> Result<Self, KeyError> {
+        ensure_private_dir(dir).map_err(io_err(dir))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn write(&self, key: &StoredKey) -> Result<(), KeyError> {
+        let path = self.dir.join(format!("{}.json", key.kid));
+        let bytes = serde_json::to_vec_pretty(key).map_err(|e| KeyError::Invalid {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        write_private_file(&path, &bytes).map_err(io_err(&path))
+    }
+}
+
+#[async_trait]
+impl KeyVault for DirVault {
+    async fn load(&self) -> Result<Vec<StoredKey>, KeyError> {
+        let dir = &self.dir;
+        let mut keys = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let path = entry.map_err(io_err(dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            keys.push(
+                serde_json::from_slice(&bytes).map_err(|e| KeyError::Invalid {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?,
+            );
+        }
+        Ok(keys)
+    }
+
+    async fn create_first(&self, first: &StoredKey) -> Result<(), KeyError> {
+        // One node owns a data directory, so checking first is enough.
+        if self.load().await?.iter().any(|k| k.retire_at.is_none()) {
+            return Ok(());
+        }
+        self.write(first)
+    }
+
+    async fn rotate(&self, fresh: &StoredKey, retire_at: UnixTime) -> Result<(), KeyError> {
+        // The new key is written first: a crash in between leaves two
+        // current keys, and the newer one wins at the next start.
+        self.write(fresh)?;
+        for mut k in self.load().await? {
+            if k.kid != fresh.kid && k.retire_at.is_none() {
+                k.retire_at = Some(retire_at);
+                self.write(&k)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, kids: &[String]) -> Result<(), KeyError> {
+        for kid in kids {
+            let path = self.dir.join(format!("{kid}.json"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(KeyError::Io { path, source: e }),
+            }
+        }
+        Ok(())
+    }
 }
 
 struct LoadedKey {
-    file: KeyFile,
+    file: StoredKey,
     encoding: EncodingKey,
     decoding: DecodingKey,
     public_x: String,
@@ -73,17 +189,24 @@ struct KeySet {
 }
 
 /// The keys of this server. Cheap to read concurrently; every change is
-/// written to disk first and then read back, so memory and files agree.
+/// written to the vault first and then read back, so memory and vault agree.
 pub struct Keyring {
-    dir: PathBuf,
+    vault: Arc<dyn KeyVault>,
     set: RwLock<Arc<KeySet>>,
     validation: Validation,
+    /// When a reload for an unknown `kid` last ran: a token signed by a key
+    /// another node just made triggers one, random kids cannot trigger more
+    /// than one per [`UNKNOWN_KID_RELOAD_EVERY`].
+    last_unknown_reload: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// At most one vault read per this interval for tokens naming unknown keys.
+const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
-            .field("dir", &self.dir)
+            .field("current", &self.snapshot().current)
             .finish_non_exhaustive()
     }
 }
@@ -133,9 +256,9 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
-fn load_key(path: &Path, file: KeyFile) -> Result<LoadedKey, KeyError> {
+fn load_key(file: StoredKey) -> Result<LoadedKey, KeyError> {
     let invalid = |detail: &str| KeyError::Invalid {
-        path: path.to_owned(),
+        path: PathBuf::from(&file.kid),
         detail: detail.to_owned(),
     };
     if file.alg != "EdDSA" {
@@ -154,12 +277,12 @@ fn load_key(path: &Path, file: KeyFile) -> Result<LoadedKey, KeyError> {
     })
 }
 
-fn new_key_file(now: UnixTime) -> Result<KeyFile, KeyError> {
+fn new_key(now: UnixTime) -> Result<StoredKey, KeyError> {
     let sk = SigningKey::from_bytes(&random_bytes::<32>());
     let der = sk
         .to_pkcs8_der()
         .map_err(|e| KeyError::Sign(format!("encoding a new key: {e}")))?;
-    Ok(KeyFile {
+    Ok(StoredKey {
         kid: format!("{}-{}", now, random_base32(5)),
         alg: "EdDSA".into(),
         created_at: now,
@@ -168,20 +291,11 @@ fn new_key_file(now: UnixTime) -> Result<KeyFile, KeyError> {
     })
 }
 
-/// Every key file in `dir`; the current key is the newest one not retiring.
-fn read_key_set(dir: &Path) -> Result<KeySet, KeyError> {
+/// The loaded keys; the current key is the newest one not retiring.
+fn key_set(stored: Vec<StoredKey>) -> Result<KeySet, KeyError> {
     let mut keys = HashMap::new();
-    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
-        let path = entry.map_err(io_err(dir))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| KeyError::Invalid {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
-        let key = load_key(&path, file)?;
+    for file in stored {
+        let key = load_key(file)?;
         keys.insert(key.file.kid.clone(), key);
     }
     let current = keys
@@ -194,20 +308,27 @@ fn read_key_set(dir: &Path) -> Result<KeySet, KeyError> {
 }
 
 impl Keyring {
-    /// Load every key in `dir`, creating the first one if there is none.
-    pub fn load_or_create(dir: &Path, now: UnixTime) -> Result<Self, KeyError> {
-        ensure_private_dir(dir).map_err(io_err(dir))?;
+    /// Load every key of `vault`, creating the first one if there is none.
+    pub async fn open(vault: Arc<dyn KeyVault>, now: UnixTime) -> Result<Self, KeyError> {
         let ring = Self {
-            dir: dir.to_owned(),
+            vault,
             set: RwLock::new(Arc::new(KeySet::default())),
             validation: Self::validation(),
+            last_unknown_reload: tokio::sync::Mutex::new(None),
         };
-        ring.reload()?;
-        if ring.snapshot().current.is_empty() {
-            ring.write_key(&new_key_file(now)?)?;
-            ring.reload()?;
+        let found = key_set(ring.vault.load().await?)?;
+        if found.current.is_empty() {
+            ring.vault.create_first(&new_key(now)?).await?;
         }
+        // Errors if there is still no current key.
+        ring.reload().await?;
         Ok(ring)
+    }
+
+    /// Load the keys of the files in `dir` (one node's data directory),
+    /// creating the first one if there is none.
+    pub async fn load_or_create(dir: &Path, now: UnixTime) -> Result<Self, KeyError> {
+        Self::open(Arc::new(DirVault::open(dir)?), now).await
     }
 
     fn validation() -> Validation {
@@ -227,45 +348,56 @@ impl Keyring {
         self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn reload(&self) -> Result<(), KeyError> {
-        let set = read_key_set(&self.dir)?;
+    /// Read the vault again (another node may have rotated or pruned).
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let set = key_set(self.vault.load().await?)?;
+        if set.current.is_empty() {
+            // Never drop to no signing key: keep what we have.
+            return Err(KeyError::Sign("the key vault holds no current key".into()));
+        }
         *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(())
     }
 
-    fn write_key(&self, file: &KeyFile) -> Result<(), KeyError> {
-        let path = self.dir.join(format!("{}.json", file.kid));
-        let bytes = serde_json::to_vec_pretty(file).map_err(|e| KeyError::Invalid {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
-        write_private_file(&path, &bytes).map_err(io_err(&path))
+    /// Does `token`'s header name a key this ring does not hold?
+    pub fn names_unknown_key(&self, token: &str) -> bool {
+        match jsonwebtoken::decode_header(token) {
+            Ok(h) => h
+                .kid
+                .is_some_and(|kid| !self.snapshot().keys.contains_key(&kid)),
+            Err(_) => false,
+        }
+    }
+
+    /// Reload because a token named an unknown key, unless a reload for
+    /// that reason ran less than a second ago. True if it reloaded.
+    pub async fn reload_for_unknown_key(&self) -> bool {
+        let mut last = self.last_unknown_reload.lock().await;
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_RELOAD_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match self.reload().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading signing keys failed");
+                false
+            }
+        }
     }
 
     /// Add a new current key. The previous ones keep verifying (and stay in
     /// the JWKS) until `retire_at`, by which time every token they signed
     /// has expired.
-    pub fn rotate(&self, now: UnixTime, retire_at: UnixTime) -> Result<String, KeyError> {
-        let fresh = new_key_file(now)?;
-        // The new key is written first: a crash in between leaves two
-        // current keys, and the newer one wins at the next start.
-        self.write_key(&fresh)?;
-        for k in self
-            .snapshot()
-            .keys
-            .values()
-            .filter(|k| k.file.retire_at.is_none())
-        {
-            let mut f = k.file.clone();
-            f.retire_at = Some(retire_at);
-            self.write_key(&f)?;
-        }
-        self.reload()?;
+    pub async fn rotate(&self, now: UnixTime, retire_at: UnixTime) -> Result<String, KeyError> {
+        let fresh = new_key(now)?;
+        self.vault.rotate(&fresh, retire_at).await?;
+        self.reload().await?;
         Ok(fresh.kid)
     }
 
     /// Forget (and delete) keys whose `retire_at` has passed. Returns how many.
-    pub fn prune(&self, now: UnixTime) -> usize {
+    pub async fn prune(&self, now: UnixTime) -> Result<usize, KeyError> {
         let expired: Vec<String> = self
             .snapshot()
             .keys
@@ -273,18 +405,12 @@ impl Keyring {
             .filter(|k| k.file.retire_at.is_some_and(|t| t <= now))
             .map(|k| k.file.kid.clone())
             .collect();
-        for kid in &expired {
-            let path = self.dir.join(format!("{kid}.json"));
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(kid, error = %e, "could not delete a retired signing key file");
-            }
+        if expired.is_empty() {
+            return Ok(0);
         }
-        if !expired.is_empty() {
-            if let Err(e) = self.reload() {
-                tracing::warn!(error = %e, "reloading keys after pruning failed");
-            }
-        }
-        expired.len()
+        self.vault.delete(&expired).await?;
+        self.reload().await?;
+        Ok(expired.len())
     }
 
     pub fn current_kid(&self) -> String {
@@ -364,15 +490,15 @@ mod tests {
         sub: String,
     }
 
-    #[test]
-    fn sign_verify_rotate_prune() {
+    #[tokio::test]
+    async fn sign_verify_rotate_prune() {
         let dir = tempfile::tempdir().unwrap();
-        let ring = Keyring::load_or_create(dir.path(), 100).unwrap();
+        let ring = Keyring::load_or_create(dir.path(), 100).await.unwrap();
         let first = ring.current_kid();
         let t1 = ring.sign("at+jwt", &C { sub: "a".into() }).unwrap();
         assert_eq!(ring.verify::<C>(&t1).unwrap(), C { sub: "a".into() });
 
-        let second = ring.rotate(200, 300).unwrap();
+        let second = ring.rotate(200, 300).await.unwrap();
         assert_ne!(first, second);
         assert_eq!(ring.current_kid(), second);
         // Old tokens still verify until the old key retires.
@@ -380,31 +506,31 @@ mod tests {
         assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 2);
 
         // A restart sees the same keys and the same current one.
-        let again = Keyring::load_or_create(dir.path(), 250).unwrap();
+        let again = Keyring::load_or_create(dir.path(), 250).await.unwrap();
         assert_eq!(again.current_kid(), second);
         assert!(again.verify::<C>(&t1).is_ok());
 
-        assert_eq!(ring.prune(300), 1);
+        assert_eq!(ring.prune(300).await.unwrap(), 1);
         assert_eq!(ring.verify::<C>(&t1), Err(JwtError::UnknownKey));
         assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 1);
         assert_eq!(ring.current_kid(), second);
     }
 
     #[cfg(unix)]
-    #[test]
-    fn key_files_are_private() {
+    #[tokio::test]
+    async fn key_files_are_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let ring = Keyring::load_or_create(dir.path(), 1).unwrap();
+        let ring = Keyring::load_or_create(dir.path(), 1).await.unwrap();
         let path = dir.path().join(format!("{}.json", ring.current_kid()));
         let mode = std::fs::metadata(path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    #[test]
-    fn refuses_none_and_hs256_confusion() {
+    #[tokio::test]
+    async fn refuses_none_and_hs256_confusion() {
         let dir = tempfile::tempdir().unwrap();
-        let ring = Keyring::load_or_create(dir.path(), 1).unwrap();
+        let ring = Keyring::load_or_create(dir.path(), 1).await.unwrap();
         let good = ring.sign("at+jwt", &C { sub: "a".into() }).unwrap();
         let parts: Vec<&str> = good.split('.').collect();
         let kid = ring.current_kid();
@@ -435,5 +561,25 @@ mod tests {
 
         assert_eq!(ring.verify::<C>("garbage"), Err(JwtError::Malformed));
         assert!(ring.verify::<C>(&good[..good.len() - 5]).is_err());
+    }
+
+    /// Two rings on one vault, as two nodes of a fleet: a rotation on one
+    /// is picked up by the other when a token names the new key.
+    #[tokio::test]
+    async fn a_second_ring_learns_a_rotation_from_an_unknown_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault: Arc<dyn KeyVault> = Arc::new(DirVault::open(dir.path()).unwrap());
+        let a = Keyring::open(vault.clone(), 10).await.unwrap();
+        let b = Keyring::open(vault, 10).await.unwrap();
+        assert_eq!(a.current_kid(), b.current_kid());
+        a.rotate(20, 1000).await.unwrap();
+        let token = a.sign("at+jwt", &C { sub: "x".into() }).unwrap();
+        assert_eq!(b.verify::<C>(&token), Err(JwtError::UnknownKey));
+        assert!(b.names_unknown_key(&token));
+        assert!(b.reload_for_unknown_key().await);
+        assert!(b.verify::<C>(&token).is_ok());
+        assert_eq!(b.current_kid(), a.current_kid());
+        // Rate limited: a second unknown kid within the second reloads nothing.
+        assert!(!b.reload_for_unknown_key().await);
     }
 }

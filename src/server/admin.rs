@@ -373,7 +373,7 @@ pub async fn revoke_subject(
     responses((status = 200, body = RotatedKey)), security(("admin_token" = [])))]
 pub async fn rotate_keys(State(state): State<Arc<AppState>>) -> ApiResult<Json<RotatedKey>> {
     Ok(Json(RotatedKey {
-        kid: state.engine.rotate_keys()?,
+        kid: state.engine.rotate_keys().await?,
     }))
 }
 

@@ -32,7 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::core::clock::{Clock, SystemClock};
+use crate::core::clock::{Clock, SystemClock, UnixTime};
 use crate::core::delivery::{LogSender, OtpSender, WebhookSender};
 use crate::core::engine::EngineDeps;
 use crate::core::keys::{ensure_private_dir, write_private_file, Keyring};
@@ -96,6 +96,95 @@ fn token_hasher(data_dir: &Path) -> anyhow::Result<TokenHasher> {
     Ok(TokenHasher::new(bytes))
 }
 
+/// What every node of a deployment must agree on.
+struct Secrets {
+    hasher: TokenHasher,
+    admin_token: String,
+    keys: Keyring,
+}
+
+/// One node: the secrets are files in the data directory.
+async fn local_secrets(settings: &Settings, dir: &Path, now: UnixTime) -> anyhow::Result<Secrets> {
+    let hasher = token_hasher(dir)?;
+    let admin_token = match configured_admin_token(settings) {
+        Some(t) => t,
+        None => read_or_create_secret(&dir.join(ADMIN_TOKEN_FILE), || random_token(32))?,
+    };
+    let keys = Keyring::load_or_create(&dir.join(KEYS_DIR), now)
+        .await
+        .context("loading signing keys")?;
+    Ok(Secrets {
+        hasher,
+        admin_token,
+        keys,
+    })
+}
+
+fn configured_admin_token(settings: &Settings) -> Option<String> {
+    settings
+        .admin_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// Connects to the fleet's database and applies pending migrations.
+async fn connect_fleet(url: &str, settings: &Settings) -> anyhow::Result<PgStore> {
+    let pg = PgStore::connect_with(url, settings.pg_options())
+        .await
+        .context("connecting to PostgreSQL")?;
+    pg.migrate().await.context("applying database migrations")?;
+    tracing::info!("store: PostgreSQL (fleet mode: keys and secrets shared through the database)");
+    Ok(pg)
+}
+
+/// A fleet: the token-hashing key, the admin token (unless configured) and
+/// the signing keys live in the database, set by the first node to start.
+/// The admin token is also written to the data directory, where the
+/// admin CLI on this machine finds it.
+async fn fleet_secrets(
+    pg: &PgStore,
+    settings: &Settings,
+    dir: &Path,
+    now: UnixTime,
+) -> anyhow::Result<Secrets> {
+    let key_text = pg
+        .shared_value("token_key", &URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
+        .await
+        .context("reading the fleet's token key")?;
+    let hasher = URL_SAFE_NO_PAD
+        .decode(key_text.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(TokenHasher::new)
+        .context("the database's token_key is not a 32-byte base64url key")?;
+    let admin_token = match configured_admin_token(settings) {
+        Some(t) => t,
+        None => {
+            let shared = pg
+                .shared_value("admin_token", &random_token(32))
+                .await
+                .context("reading the fleet's admin token")?;
+            let path = dir.join(ADMIN_TOKEN_FILE);
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            if on_disk.trim() != shared {
+                write_private_file(&path, format!("{shared}\n").as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            shared
+        }
+    };
+    let keys = Keyring::open(Arc::new(pg.key_vault()), now)
+        .await
+        .context("loading the fleet's signing keys")?;
+    Ok(Secrets {
+        hasher,
+        admin_token,
+        keys,
+    })
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
@@ -119,30 +208,17 @@ impl Application {
         let dir = settings.data_dir.clone();
         ensure_private_dir(&dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
-        let hasher = token_hasher(&dir)?;
-        let admin_token = match &settings.admin_token {
-            Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
-            _ => read_or_create_secret(&dir.join(ADMIN_TOKEN_FILE), || random_token(32))?,
+        let fleet = match (&store, &settings.database_url) {
+            (None, Some(url)) => Some(connect_fleet(url, &settings).await?),
+            _ => None,
         };
-        let admin_token_hash = SecretBox::new(Box::new(hasher.hash("admin-token", &admin_token)));
-        let keys = Arc::new(
-            Keyring::load_or_create(&dir.join(KEYS_DIR), clock.now())
-                .context("loading signing keys")?,
-        );
-        let store: Arc<dyn Store> = match (store, &settings.database_url) {
+        let secrets = match &fleet {
+            Some(pg) => fleet_secrets(pg, &settings, &dir, clock.now()).await?,
+            None => local_secrets(&settings, &dir, clock.now()).await?,
+        };
+        let store: Arc<dyn Store> = match (store, fleet) {
             (Some(s), _) => s,
-            (None, Some(url)) => {
-                let pg = PgStore::connect(url)
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                pg.migrate().await.context("applying database migrations")?;
-                tracing::warn!(
-                    "store: PostgreSQL. Signing keys, token.key and admin.token are still read from the \
-                     data directory, and a revocation reaches other nodes' in-memory indexes only at \
-                     their restart: run ONE node per database until fleet support lands"
-                );
-                Arc::new(pg)
-            }
+            (None, Some(pg)) => Arc::new(pg),
             (None, None) => {
                 let path = dir.join(STORE_FILE);
                 Arc::new(
@@ -151,6 +227,13 @@ impl Application {
                 )
             }
         };
+        let Secrets {
+            hasher,
+            admin_token,
+            keys,
+        } = secrets;
+        let admin_token_hash = SecretBox::new(Box::new(hasher.hash("admin-token", &admin_token)));
+        let keys = Arc::new(keys);
 
         let listener = TcpListener::bind(&settings.listen)
             .await
@@ -218,7 +301,13 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(sweep_loop(self.engine.clone(), self.sweep_every, stop_rx));
+        let sweeper = tokio::spawn(sweep_loop(
+            self.engine.clone(),
+            self.sweep_every,
+            stop_rx.clone(),
+        ));
+        let engine = self.engine.clone();
+        let follower = tokio::spawn(async move { engine.follow_changes(stop_rx).await });
         let result = axum::serve(
             self.listener,
             self.router
@@ -228,6 +317,7 @@ impl Application {
         .await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        let _ = follower.await;
         tracing::info!("tessera stopped");
         result.context("serving HTTP")
     }

@@ -53,16 +53,37 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// How long `/readyz` waits for the store before calling it unreachable.
+const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ready when the store answers and, in a fleet, the node is following the
+/// change feed and caught up (otherwise its checks go to the store, and
+/// fail while the store is down). Answers within [`READY_PING_TIMEOUT`].
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.engine.store().ping().await {
-        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            let mut r = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "unavailable", "reason": "store unreachable" })),
-            )
-                .into_response();
+    let feed = state.engine.feed_state();
+    let ping = tokio::time::timeout(READY_PING_TIMEOUT, state.engine.store().ping()).await;
+    let store_reason = match ping {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check: store unreachable");
+            Some("store unreachable")
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?READY_PING_TIMEOUT, "readiness check: store did not answer");
+            Some("store did not answer in time")
+        }
+    };
+    let reason = store_reason.or((!feed.is_current()).then_some("change feed not current"));
+    let body = serde_json::json!({
+        "status": if reason.is_none() { "ready" } else { "unavailable" },
+        "store": if store_reason.is_none() { "ok" } else { "unreachable" },
+        "change_feed": feed.as_str(),
+        "reason": reason,
+    });
+    match reason {
+        None => Json(body).into_response(),
+        Some(_) => {
+            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r

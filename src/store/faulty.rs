@@ -73,6 +73,9 @@ impl Store for FaultyStore {
         self.write()?;
         self.inner.ping().await
     }
+    fn change_feed(&self) -> Option<Box<dyn super::ChangeFeed>> {
+        self.inner.change_feed()
+    }
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         self.write()?;
         self.inner.insert_client(client).await

@@ -102,11 +102,49 @@ impl GrantKind {
     }
 }
 
+/// A change that some node of a fleet committed to the shared store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These sessions ended; their access tokens verify at most until the
+    /// time given with each.
+    Ended(Vec<(SessionId, UnixTime)>),
+    /// This client was changed (secret rotated) or deleted.
+    Client(ClientId),
+    /// Signing keys were added, retired or deleted.
+    Keys,
+}
+
+/// What a change feed reports, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// Listening (again): every change committed from now on will be
+    /// reported. Changes made while the feed was lost were not: the
+    /// listener must catch up from the store before it trusts its memory.
+    Connected,
+    /// The feed broke; changes may be missed until the next `Connected`.
+    Lost(String),
+    Change(Change),
+}
+
+/// The changes other nodes make to a shared store, as they commit.
+#[async_trait]
+pub trait ChangeFeed: Send + 'static {
+    /// The next event. Never ends: a lost feed reconnects by itself,
+    /// reporting `Lost` and then `Connected`.
+    async fn next(&mut self) -> FeedEvent;
+}
+
 /// Every write returns only once it is durable (fsync'd or committed).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Is the backend reachable and writable?
     async fn ping(&self) -> StoreResult<()>;
+
+    /// For a store that other nodes write too: a feed of their changes.
+    /// `None` for a store this process owns alone (the embedded one).
+    fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
+        None
+    }
 
     // --- clients -------------------------------------------------------
     /// Insert a new client; `Conflict` if the id is taken.

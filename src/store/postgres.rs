@@ -33,6 +33,8 @@
 
 mod clients;
 mod codec;
+mod feed;
+mod fleet;
 mod grants;
 mod sessions;
 mod setup;
@@ -45,7 +47,8 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 
 use super::{
-    EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreError, StoreResult, SweepStats,
+    ChangeFeed, EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreError, StoreResult,
+    SweepStats,
 };
 use crate::core::clock::UnixTime;
 use crate::core::ids::{ClientId, SessionId, Subject};
@@ -53,6 +56,7 @@ use crate::core::model::{
     Client, Ended, RefreshRecord, Revocation, Session, SessionFilter, TokenHash,
 };
 
+pub use fleet::PgVault;
 pub use setup::PgOptions;
 
 /// The PostgreSQL store. Clones share one connection pool.
@@ -135,6 +139,10 @@ impl PgStore {
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         self.run("ping", upkeep::ping(&self.pool)).await
+    }
+
+    fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
+        Some(Box::new(feed::start(&self.pool)))
     }
 
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {

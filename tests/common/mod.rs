@@ -13,10 +13,19 @@ use tessera::core::clock::{Clock, ManualClock, SystemClock};
 use tessera::core::Engine;
 use tessera::server::Application;
 
-pub struct TestApp {
+pub mod node;
+pub mod pg;
+
+/// A Tessera server seen from outside: its base URL and admin token, and
+/// the HTTP calls the tests make.
+pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
     pub admin_token: String,
+}
+
+pub struct TestApp {
+    pub api: Api,
     pub clock: Arc<ManualClock>,
     pub dir: Arc<TempDir>,
     pub engine: Arc<Engine>,
@@ -83,12 +92,7 @@ impl TestApp {
             .trim()
             .to_owned();
         Self {
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            admin_token,
+            api: Api::new(base, admin_token),
             clock,
             dir,
             engine,
@@ -111,6 +115,26 @@ impl TestApp {
         // The engine (and with it the store's writer) goes with the last Arc.
         tokio::time::sleep(Duration::from_millis(50)).await;
         (dir, clock)
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    pub fn new(base: String, admin_token: String) -> Self {
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            admin_token,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -182,10 +182,18 @@ impl Engine {
 
     /// Drop cached verifications of `id`. The epoch bump first: an
     /// authentication that read the old record cannot re-insert it after.
-    fn forget_credentials(&self, id: &ClientId) {
+    pub(super) fn forget_credentials(&self, id: &ClientId) {
         self.cred_epoch
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.creds.remove(id);
+    }
+
+    /// Drop every cached verification (after the change feed was lost,
+    /// changes to clients may have been missed).
+    pub(super) fn forget_all_credentials(&self) {
+        self.cred_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.creds.clear();
     }
 
     /// Replace a client's secret; the old one stops working at once.
@@ -278,9 +286,13 @@ impl Engine {
         }
         let now = self.now();
         let digest = self.secret_digest(secret);
-        if let Some(c) = self.creds.get(&id) {
-            if now - c.fetched_at < CREDENTIAL_CACHE_SECS && ct_eq(&c.digest, &digest) {
-                return Ok(c.client.clone());
+        // Another node may rotate the secret: trust the cache only while
+        // this node hears of such changes (the change feed is current).
+        if self.feed_state().is_current() {
+            if let Some(c) = self.creds.get(&id) {
+                if now - c.fetched_at < CREDENTIAL_CACHE_SECS && ct_eq(&c.digest, &digest) {
+                    return Ok(c.client.clone());
+                }
             }
         }
         let epoch = self.cred_epoch.load(std::sync::atomic::Ordering::SeqCst);

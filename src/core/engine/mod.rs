@@ -4,6 +4,7 @@
 
 mod authorize;
 mod clients;
+mod feed;
 mod otp;
 mod sessions;
 mod tokens;
@@ -17,6 +18,7 @@ pub use authorize::{
     RedirectTargetError,
 };
 pub use clients::NewClient;
+pub use feed::FeedState;
 pub use otp::OtpRejected;
 pub use sessions::OpenSession;
 pub use tokens::{AccessClaims, IssuedTokens, TokenDescription, TokenKind, TokenRejected};
@@ -28,7 +30,7 @@ use super::ids::ClientId;
 use super::keys::Keyring;
 use super::revocation::RevocationIndex;
 use super::secrets::TokenHasher;
-use crate::store::{Store, SweepStats};
+use crate::store::{ChangeFeed, Store, SweepStats};
 
 /// Lifetimes and limits, all in seconds.
 #[derive(Debug, Clone)]
@@ -97,6 +99,10 @@ pub struct Engine {
     argon2_permits: tokio::sync::Semaphore,
     /// Verifications in flight, by client and secret digest (single flight).
     verifying: DashMap<(ClientId, super::model::TokenHash), Arc<tokio::sync::OnceCell<bool>>>,
+    /// A [`FeedState`]: can checks trust the in-memory index alone?
+    feed_state: std::sync::atomic::AtomicU8,
+    /// The store's change feed until [`Engine::follow_changes`] takes it.
+    feed: std::sync::Mutex<Option<Box<dyn ChangeFeed>>>,
 }
 
 /// What the engine is built from.
@@ -120,6 +126,14 @@ impl Engine {
     /// Build the engine and load what it must hold in memory (the
     /// revocation index) from the store.
     pub async fn start(deps: EngineDeps, settings: EngineSettings) -> EngineResult<Self> {
+        let feed = deps.store.change_feed();
+        // With a shared store, memory is not trusted until the feed is
+        // listening and this node has caught up (`follow_changes`).
+        let feed_state = if feed.is_some() {
+            FeedState::Connecting
+        } else {
+            FeedState::Local
+        };
         let engine = Self {
             store: deps.store,
             clock: deps.clock,
@@ -138,6 +152,8 @@ impl Engine {
                     .unwrap_or(2)
                     .max(2),
             ),
+            feed_state: std::sync::atomic::AtomicU8::new(feed_state as u8),
+            feed: std::sync::Mutex::new(feed),
         };
         let n = engine.rebuild_index().await?;
         tracing::info!(revoked_sessions = n, "revocation index loaded");
@@ -182,11 +198,11 @@ impl Engine {
 
     /// Add a new current signing key; the old ones stay published until
     /// every token they signed has expired.
-    pub fn rotate_keys(&self) -> EngineResult<String> {
+    pub async fn rotate_keys(&self) -> EngineResult<String> {
         let now = self.now();
         // A minute of slack for clocks of verifiers that cache the JWKS.
         let retire_at = now + self.settings.max_access_token_ttl + 60;
-        let kid = self.keys.rotate(now, retire_at)?;
+        let kid = self.keys.rotate(now, retire_at).await?;
         tracing::info!(kid, retire_previous_at = retire_at, "signing key rotated");
         Ok(kid)
     }
@@ -225,7 +241,9 @@ impl Engine {
         }
         let now = self.now();
         self.index.prune(now);
-        self.keys.prune(now);
+        if let Err(e) = self.keys.prune(now).await {
+            tracing::warn!(error = %e, "pruning retired signing keys failed; will retry");
+        }
         self.prune_failures(now);
         if let Ok(live) = self.store.live_session_count().await {
             metrics::gauge!("tessera_sessions_live").set(live as f64);

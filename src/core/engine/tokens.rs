@@ -123,16 +123,42 @@ impl Engine {
     }
 
     /// Verify an access token: signature, issuer, expiry, then the
-    /// revocation index. No store access.
-    pub fn check_access_token(&self, token: &str) -> Result<AccessClaims, TokenRejected> {
-        let claims = self.verify_signature(token)?;
+    /// revocation index. No store access while the index is known to be
+    /// complete; otherwise (a fleet node whose change feed is lost or
+    /// catching up) the store says whether the session ended, and an
+    /// unreachable store is an error (503), never a guess.
+    pub async fn check_access_token(
+        &self,
+        token: &str,
+    ) -> EngineResult<Result<AccessClaims, TokenRejected>> {
+        let claims = match self.verify_signature(token) {
+            Ok(c) => c,
+            // Signed by a key another node made moments ago?
+            Err(TokenRejected::Invalid)
+                if self.keys.names_unknown_key(token)
+                    && self.keys.reload_for_unknown_key().await =>
+            {
+                match self.verify_signature(token) {
+                    Ok(c) => c,
+                    Err(r) => return Ok(Err(r)),
+                }
+            }
+            Err(r) => return Ok(Err(r)),
+        };
         if claims.exp <= self.now() {
-            return Err(TokenRejected::Expired);
+            return Ok(Err(TokenRejected::Expired));
         }
         if self.index.is_revoked(&claims.sid) {
-            return Err(TokenRejected::Revoked);
+            return Ok(Err(TokenRejected::Revoked));
         }
-        Ok(claims)
+        if !self.feed_state().is_current() {
+            metrics::counter!("tessera_checks_from_store_total").increment(1);
+            match self.store.get_session(&claims.sid).await? {
+                Some(s) if s.ended.is_none() => {}
+                _ => return Ok(Err(TokenRejected::Revoked)),
+            }
+        }
+        Ok(Ok(claims))
     }
 
     /// Signature and issuer only, expiry and revocation NOT checked: for
@@ -314,6 +340,7 @@ impl Engine {
         if token.contains('.') {
             return Ok(self
                 .check_access_token(token)
+                .await?
                 .ok()
                 .map(|c| TokenDescription {
                     kind: TokenKind::Access,

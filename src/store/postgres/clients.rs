@@ -1,4 +1,6 @@
-//! The `clients` table: one JSON record per client id.
+//! The `clients` table: one JSON record per client id. Updates and
+//! deletes notify the fleet (`c:<id>`, see `feed`), which drops its cached
+//! credentials of the client.
 
 use sqlx::PgPool;
 
@@ -25,8 +27,11 @@ pub(super) async fn insert(pool: &PgPool, c: &Client) -> StoreResult<()> {
 /// finds the first one's version and changes nothing.
 pub(super) async fn update(pool: &PgPool, c: &Client, expected_version: u32) -> StoreResult<bool> {
     let done = sqlx::query(
-        "UPDATE clients SET body = $2::jsonb \
-         WHERE id = $1 AND COALESCE((body->>'secret_version')::bigint, 0) = $3",
+        "WITH changed AS ( \
+             UPDATE clients SET body = $2::jsonb \
+             WHERE id = $1 AND COALESCE((body->>'secret_version')::bigint, 0) = $3 \
+             RETURNING id) \
+         SELECT pg_notify(tessera_channel(), 'c:' || id) FROM changed",
     )
     .bind(c.id.as_str())
     .bind(encode("clients", c)?)
@@ -57,10 +62,13 @@ pub(super) async fn list(pool: &PgPool) -> StoreResult<Vec<Client>> {
 }
 
 pub(super) async fn delete(pool: &PgPool, id: &ClientId) -> StoreResult<bool> {
-    let done = sqlx::query("DELETE FROM clients WHERE id = $1")
-        .bind(id.as_str())
-        .execute(pool)
-        .await
-        .map_err(db("clients"))?;
+    let done = sqlx::query(
+        "WITH gone AS (DELETE FROM clients WHERE id = $1 RETURNING id) \
+         SELECT pg_notify(tessera_channel(), 'c:' || id) FROM gone",
+    )
+    .bind(id.as_str())
+    .execute(pool)
+    .await
+    .map_err(db("clients"))?;
     Ok(done.rows_affected() > 0)
 }

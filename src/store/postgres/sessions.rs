@@ -282,7 +282,10 @@ pub(super) async fn rotate_refresh(
 /// One statement: lock the listed sessions that are not ended, in id order
 /// (so overlapping calls from several nodes queue instead of deadlocking;
 /// a waiter re-checks `ended IS NULL` once the holder commits), end them,
-/// and append their revocation rows and audit records.
+/// and append their revocation rows and audit records. The other nodes
+/// hear of every ended session whose access tokens may still verify
+/// through `notified` (a CTE that is evaluated because the final SELECT
+/// reads it), on commit.
 const END_SESSIONS: &str = "\
 WITH target AS (
     SELECT id FROM sessions
@@ -308,8 +311,16 @@ WITH target AS (
     SELECT $4, jsonb_build_object('session_id', id, 'client_id', client_id,
                                   'subject', subject, 'ended', $2::jsonb)
     FROM done ORDER BY id
+), notified AS (
+    SELECT pg_notify(tessera_channel(),
+                     'e:' || string_agg(id::text || ':' || access_cover_until, ','))
+    FROM (SELECT id, access_cover_until,
+                 (row_number() OVER (ORDER BY id) - 1) / $5 AS chunk
+          FROM done WHERE access_cover_until > $4) live
+    GROUP BY chunk
 )
-SELECT id, client_id, subject, access_cover_until FROM done";
+SELECT id, client_id, subject, access_cover_until FROM done
+WHERE (SELECT count(*) FROM notified) >= 0";
 
 pub(super) async fn end_sessions(
     pool: &PgPool,
@@ -323,6 +334,7 @@ pub(super) async fn end_sessions(
         .bind(encode("sessions", ended)?)
         .bind(delete_after)
         .bind(ended.at)
+        .bind(super::feed::ENDED_PER_NOTIFY)
         .fetch_all(pool)
         .await
         .map_err(db("sessions"))?;

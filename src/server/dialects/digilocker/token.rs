@@ -149,8 +149,10 @@ async fn user(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respons
             "Bearer realm=\"tessera\"",
         );
     };
-    let Ok(claims) = state.engine.check_access_token(token) else {
-        return invalid_token();
+    let claims = match state.engine.check_access_token(token).await {
+        Ok(Ok(claims)) => claims,
+        Ok(Err(_)) => return invalid_token(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let session = match state.engine.get_session(&claims.sid).await {
         Ok(Some(s)) if s.is_live(state.engine.now()) => s,

@@ -74,6 +74,7 @@ pub(super) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Arc<
     let claims = state
         .engine
         .check_access_token(token)
+        .await?
         .map_err(|r| GspError::denied(r.into()))?;
     check_api_claims(&claims, api_key)?;
     load_client(&state.engine, &claims.client_id).await

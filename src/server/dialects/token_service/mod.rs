@@ -218,6 +218,7 @@ async fn renew(
     let claims = state
         .engine
         .check_access_token(token)
+        .await?
         .map_err(|_| Failure::InvalidToken)?;
     if claims.client_id != client.id.as_str() {
         return Err(Failure::InvalidToken);
