@@ -15,6 +15,7 @@ use tessera::server::Application;
 
 pub mod node;
 pub mod pg;
+pub mod pg_cluster;
 
 /// A Tessera server seen from outside: its base URL and admin token, and
 /// the HTTP calls the tests make.
