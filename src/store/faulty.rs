@@ -2,7 +2,9 @@
 //! can own what the wrapped store needs, such as a test's temporary
 //! directory): with writes
 //! (or reads) switched off, every such call answers `Unavailable` exactly as
-//! a backend that lost its disk or its database would.
+//! a backend that lost its disk or its database would. It can also hand
+//! the engine a change feed that the test scripts ([`FaultyStore::scripted_feed`]),
+//! to play the other nodes of a fleet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreError, StoreResult, SweepStats,
+    ChangeFeed, EndedSession, FeedEvent, Grant, GrantKind, RotateOutcome, Store, StoreError,
+    StoreResult, SweepStats,
 };
 use crate::core::clock::UnixTime;
 use crate::core::ids::{ClientId, SessionId, Subject};
@@ -18,8 +21,22 @@ use crate::core::model::{
     Client, Ended, RefreshRecord, Revocation, Session, SessionFilter, TokenHash,
 };
 
+/// A feed that reports what the test sends, and then nothing.
+struct ScriptedFeed(tokio::sync::mpsc::UnboundedReceiver<FeedEvent>);
+
+#[async_trait]
+impl ChangeFeed for ScriptedFeed {
+    async fn next(&mut self) -> FeedEvent {
+        match self.0.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
+    feed: std::sync::Mutex<Option<Box<dyn ChangeFeed>>>,
     fail_writes: AtomicBool,
     fail_reads: AtomicBool,
     /// Dropped after `inner` (fields drop in order): e.g. the temporary
@@ -31,6 +48,7 @@ impl FaultyStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
         Self {
             inner,
+            feed: std::sync::Mutex::new(None),
             fail_writes: AtomicBool::new(false),
             fail_reads: AtomicBool::new(false),
             _guard: None,
@@ -41,6 +59,14 @@ impl FaultyStore {
     pub fn keeping(mut self, guard: impl Send + Sync + 'static) -> Self {
         self._guard = Some(Box::new(guard));
         self
+    }
+
+    /// Give the engine a change feed whose events the test sends through
+    /// the returned sender (instead of the wrapped store's feed).
+    pub fn scripted_feed(self) -> (Self, tokio::sync::mpsc::UnboundedSender<FeedEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.feed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(ScriptedFeed(rx)));
+        (self, tx)
     }
 
     pub fn fail_writes(&self, on: bool) {
@@ -73,8 +99,9 @@ impl Store for FaultyStore {
         self.write()?;
         self.inner.ping().await
     }
-    fn change_feed(&self) -> Option<Box<dyn super::ChangeFeed>> {
-        self.inner.change_feed()
+    fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
+        let scripted = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        scripted.or_else(|| self.inner.change_feed())
     }
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         self.write()?;
