@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! fleet_propagation --node URL --node URL --node URL --admin-token T \
-//!     [--sessions 1000] [--workers 4] [--out FILE]
+//!     [--sessions 1000] [--workers 4] [--out FILE] [--client-out FILE]
 //! ```
 //!
 //! Registers a client on the first node and opens `--sessions` sessions
@@ -40,6 +40,9 @@ struct Args {
     workers: usize,
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Also write the client's `id:secret` here (for `loadgen --basic-file`).
+    #[arg(long)]
+    client_out: Option<std::path::PathBuf>,
 }
 
 type Cred = (String, String);
@@ -170,6 +173,10 @@ async fn main() {
         v["client_id"].as_str().unwrap_or_default().to_owned(),
         v["client_secret"].as_str().unwrap_or_default().to_owned(),
     );
+    if let Some(path) = &args.client_out {
+        std::fs::write(path, format!("{}:{}\n", cred.0, cred.1))
+            .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+    }
     let bench = Arc::new(Bench {
         http,
         nodes: args.nodes.clone(),
