@@ -43,7 +43,7 @@ fn path(p: &Path) -> &str {
 fn help_lists_the_commands() {
     let (out, stdout, _) = run(&mut tessera(&["--help"]));
     assert!(out.status.success());
-    for c in ["serve", "client", "session", "subject", "keys"] {
+    for c in ["serve", "migrate", "client", "session", "subject", "keys"] {
         assert!(stdout.contains(c), "{c} missing from:\n{stdout}");
     }
     let (out, stdout, _) = run(&mut tessera(&["client", "--help"]));
@@ -51,6 +51,24 @@ fn help_lists_the_commands() {
     for c in ["create", "list", "delete", "rotate-secret"] {
         assert!(stdout.contains(c), "{c} missing from:\n{stdout}");
     }
+}
+
+#[test]
+fn migrate_needs_a_database_and_names_an_unreachable_one() {
+    let (out, _, stderr) = run(&mut tessera(&["migrate"]));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--database-url"), "{stderr}");
+    let (out, _, stderr) = run(&mut tessera(&[
+        "migrate",
+        "--database-url",
+        "postgres://tessera:secret-pw@127.0.0.1:1/none",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
+    assert!(
+        !stderr.contains("secret-pw"),
+        "the password is never printed: {stderr}"
+    );
 }
 
 #[test]
