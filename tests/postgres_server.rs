@@ -73,3 +73,79 @@ async fn serves_from_postgresql_and_revocations_survive_restart() {
     assert_eq!(status, StatusCode::OK, "{t}");
     assert_eq!(app.sessions_of("pg-user").await.len(), 2);
 }
+
+/// A node whose data directory already holds secrets (as every node had
+/// before fleets shared them through the database) proposes them when the
+/// database has none: its signed tokens, refresh-token hashes and admin
+/// token stay valid.
+#[tokio::test]
+async fn the_first_fleet_node_keeps_the_secrets_of_its_data_directory() {
+    let Some(url) = fresh_database_url().await else {
+        return;
+    };
+    let issuer = |st: &mut tessera::config::Settings| {
+        st.issuer = Some("http://tessera.test".into());
+    };
+    // Secrets made by a node on the embedded store.
+    let app = TestApp::spawn_with(issuer).await;
+    let (id, secret) = app.new_client().await;
+    let c = (id.as_str(), secret.as_str());
+    let old_access = s(
+        &app.token(c, &[("grant_type", "client_credentials")])
+            .await
+            .1,
+        "access_token",
+    );
+    let kid = |jwks: &serde_json::Value| jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let jwks: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin_before = app.admin_token.clone();
+    let token_key = std::fs::read_to_string(app.dir.path().join("token.key")).unwrap();
+    let (dir, clock) = app.stop().await;
+
+    let app = TestApp::spawn_in(Arc::clone(&dir), clock, |st| {
+        issuer(st);
+        st.database_url = Some(url.clone());
+    })
+    .await;
+    let fleet_jwks: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        kid(&fleet_jwks),
+        kid(&jwks),
+        "the local signing key became the fleet's"
+    );
+    assert_eq!(
+        app.admin_token, admin_before,
+        "the local admin token became the fleet's"
+    );
+    let pg = PgStore::connect(&url).await.unwrap();
+    assert_eq!(
+        pg.shared_value("token_key", "unused").await.unwrap(),
+        token_key.trim(),
+        "the local token key became the fleet's"
+    );
+    pg.close().await;
+    // A token signed before is still a valid signature for the fleet (its
+    // session lives in the embedded store, which this node no longer reads).
+    assert_eq!(
+        app.engine
+            .verify_signature(&old_access)
+            .map(|c| c.client_id),
+        Ok(id.clone())
+    );
+}

@@ -594,18 +594,29 @@ async fn the_feed_reports_ends_client_changes_and_key_changes_of_other_nodes() {
         .await
         .unwrap();
     assert_eq!(ended.len(), 250);
+    // A barrier asked for after the commit comes back after all of them.
+    let barrier = feed.sync();
     let mut heard = std::collections::HashMap::new();
-    while heard.len() < ids.len() {
-        let event = next_matching(&mut feed, Duration::from_secs(5), |e| {
-            matches!(e, FeedEvent::Change(Change::Ended(list)) if list.iter().any(|(id, _)| ids.contains(id)))
+    loop {
+        let event = next_matching(&mut feed, Duration::from_secs(5), |e| match e {
+            FeedEvent::Change(Change::Ended(list)) => list.iter().any(|(id, _)| ids.contains(id)),
+            FeedEvent::Synced(n) => *n == barrier,
+            _ => false,
         })
         .await;
-        let FeedEvent::Change(Change::Ended(list)) = event else {
-            unreachable!()
-        };
-        assert!(list.len() <= 100, "at most 100 sessions per notification");
-        heard.extend(list);
+        match event {
+            FeedEvent::Change(Change::Ended(list)) => {
+                assert!(list.len() <= 100, "at most 100 sessions per notification");
+                heard.extend(list);
+            }
+            _ => break,
+        }
     }
+    assert_eq!(
+        heard.len(),
+        ids.len(),
+        "every end was heard before the barrier"
+    );
     assert!(ids.iter().all(|id| heard.get(id) == Some(&(T0 + 300))));
 
     // Ending them again changes nothing and tells nobody.
@@ -632,7 +643,10 @@ async fn the_feed_reports_ends_client_changes_and_key_changes_of_other_nodes() {
         private_pkcs8: "not used".into(),
     };
     vault.delete(std::slice::from_ref(&key.kid)).await.unwrap();
-    vault.create_first(&key).await.unwrap();
+    vault
+        .create_first(std::slice::from_ref(&key))
+        .await
+        .unwrap();
     vault.delete(std::slice::from_ref(&key.kid)).await.unwrap();
     next_matching(&mut feed, Duration::from_secs(5), |e| {
         *e == FeedEvent::Change(Change::Keys)

@@ -85,10 +85,11 @@ impl std::fmt::Debug for StoredKey {
 pub trait KeyVault: Send + Sync + 'static {
     /// Every stored key.
     async fn load(&self) -> Result<Vec<StoredKey>, KeyError>;
-    /// Store `first` unless some key without `retire_at` exists already
-    /// (nodes starting together then agree on one first key, or at worst
-    /// publish two, the newer of which is current everywhere).
-    async fn create_first(&self, first: &StoredKey) -> Result<(), KeyError>;
+    /// Store the keys `first` unless some key without `retire_at` exists
+    /// already (nodes starting together then agree on one set of first
+    /// keys, or at worst publish two, the newer of which is current
+    /// everywhere).
+    async fn create_first(&self, first: &[StoredKey]) -> Result<(), KeyError>;
     /// Store `fresh` and set `retire_at` on every other key that has none.
     async fn rotate(&self, fresh: &StoredKey, retire_at: UnixTime) -> Result<(), KeyError>;
     /// Delete these keys (missing ones are fine).
@@ -141,12 +142,12 @@ impl KeyVault for DirVault {
         Ok(keys)
     }
 
-    async fn create_first(&self, first: &StoredKey) -> Result<(), KeyError> {
+    async fn create_first(&self, first: &[StoredKey]) -> Result<(), KeyError> {
         // One node owns a data directory, so checking first is enough.
         if self.load().await?.iter().any(|k| k.retire_at.is_none()) {
             return Ok(());
         }
-        self.write(first)
+        first.iter().try_for_each(|k| self.write(k))
     }
 
     async fn rotate(&self, fresh: &StoredKey, retire_at: UnixTime) -> Result<(), KeyError> {
@@ -198,6 +199,8 @@ pub struct Keyring {
     /// another node just made triggers one, random kids cannot trigger more
     /// than one per [`UNKNOWN_KID_RELOAD_EVERY`].
     last_unknown_reload: tokio::sync::Mutex<Option<Instant>>,
+    /// Held from reading the vault to installing what was read.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// At most one vault read per this interval for tokens naming unknown keys.
@@ -310,15 +313,31 @@ fn key_set(stored: Vec<StoredKey>) -> Result<KeySet, KeyError> {
 impl Keyring {
     /// Load every key of `vault`, creating the first one if there is none.
     pub async fn open(vault: Arc<dyn KeyVault>, now: UnixTime) -> Result<Self, KeyError> {
+        Self::open_seeded(vault, now, Vec::new()).await
+    }
+
+    /// Load every key of `vault`. If it holds no current key, store `seed`
+    /// first (keys a node already signed with, so that its tokens stay
+    /// valid), with a new key added if `seed` has no current one either.
+    pub async fn open_seeded(
+        vault: Arc<dyn KeyVault>,
+        now: UnixTime,
+        seed: Vec<StoredKey>,
+    ) -> Result<Self, KeyError> {
         let ring = Self {
             vault,
             set: RwLock::new(Arc::new(KeySet::default())),
             validation: Self::validation(),
             last_unknown_reload: tokio::sync::Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
         };
         let found = key_set(ring.vault.load().await?)?;
         if found.current.is_empty() {
-            ring.vault.create_first(&new_key(now)?).await?;
+            let mut first = seed;
+            if key_set(first.clone())?.current.is_empty() {
+                first.push(new_key(now)?);
+            }
+            ring.vault.create_first(&first).await?;
         }
         // Errors if there is still no current key.
         ring.reload().await?;
@@ -350,6 +369,9 @@ impl Keyring {
 
     /// Read the vault again (another node may have rotated or pruned).
     pub async fn reload(&self) -> Result<(), KeyError> {
+        // One reload at a time, so a slow one never installs a set older
+        // than what a later one installed.
+        let _one = self.reloading.lock().await;
         let set = key_set(self.vault.load().await?)?;
         if set.current.is_empty() {
             // Never drop to no signing key: keep what we have.

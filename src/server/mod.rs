@@ -35,7 +35,7 @@ use crate::config::Settings;
 use crate::core::clock::{Clock, SystemClock, UnixTime};
 use crate::core::delivery::{LogSender, OtpSender, WebhookSender};
 use crate::core::engine::EngineDeps;
-use crate::core::keys::{ensure_private_dir, write_private_file, Keyring};
+use crate::core::keys::{ensure_private_dir, write_private_file, DirVault, KeyVault, Keyring};
 use crate::core::secrets::{random_bytes, random_token, TokenHasher};
 use crate::core::Engine;
 use crate::store::postgres::PgStore;
@@ -139,18 +139,33 @@ async fn connect_fleet(url: &str, settings: &Settings) -> anyhow::Result<PgStore
     Ok(pg)
 }
 
+/// The trimmed content of a file of the data directory, if it exists.
+fn local_secret(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// A fleet: the token-hashing key, the admin token (unless configured) and
 /// the signing keys live in the database, set by the first node to start.
-/// The admin token is also written to the data directory, where the
-/// admin CLI on this machine finds it.
+/// That node proposes what its data directory already holds, so a node
+/// that ran on this database before fleets existed (secrets in files)
+/// keeps its refresh tokens, sealed payload keys and signed tokens valid.
+/// The admin token is also written to the data directory, where the admin
+/// CLI on this machine finds it.
 async fn fleet_secrets(
     pg: &PgStore,
     settings: &Settings,
     dir: &Path,
     now: UnixTime,
 ) -> anyhow::Result<Secrets> {
+    let proposed_key = local_secret(&dir.join(TOKEN_KEY_FILE))?
+        .unwrap_or_else(|| URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
     let key_text = pg
-        .shared_value("token_key", &URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
+        .shared_value("token_key", &proposed_key)
         .await
         .context("reading the fleet's token key")?;
     let hasher = URL_SAFE_NO_PAD
@@ -162,20 +177,26 @@ async fn fleet_secrets(
     let admin_token = match configured_admin_token(settings) {
         Some(t) => t,
         None => {
+            let path = dir.join(ADMIN_TOKEN_FILE);
+            let proposed = local_secret(&path)?.unwrap_or_else(|| random_token(32));
             let shared = pg
-                .shared_value("admin_token", &random_token(32))
+                .shared_value("admin_token", &proposed)
                 .await
                 .context("reading the fleet's admin token")?;
-            let path = dir.join(ADMIN_TOKEN_FILE);
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-            if on_disk.trim() != shared {
+            if local_secret(&path)?.as_deref() != Some(shared.as_str()) {
                 write_private_file(&path, format!("{shared}\n").as_bytes())
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             shared
         }
     };
-    let keys = Keyring::open(Arc::new(pg.key_vault()), now)
+    let local_keys = dir.join(KEYS_DIR);
+    let seed = if local_keys.is_dir() {
+        DirVault::open(&local_keys)?.load().await?
+    } else {
+        Vec::new()
+    };
+    let keys = Keyring::open_seeded(Arc::new(pg.key_vault()), now, seed)
         .await
         .context("loading the fleet's signing keys")?;
     Ok(Secrets {

@@ -21,16 +21,27 @@ use crate::core::model::{
     Client, Ended, RefreshRecord, Revocation, Session, SessionFilter, TokenHash,
 };
 
-/// A feed that reports what the test sends, and then nothing.
-struct ScriptedFeed(tokio::sync::mpsc::UnboundedReceiver<FeedEvent>);
+/// A feed that reports what the test sends, and then nothing. A barrier
+/// is answered after whatever the test sent before it was asked for.
+struct ScriptedFeed {
+    events: tokio::sync::mpsc::UnboundedReceiver<FeedEvent>,
+    queue: tokio::sync::mpsc::UnboundedSender<FeedEvent>,
+    syncs: u64,
+}
 
 #[async_trait]
 impl ChangeFeed for ScriptedFeed {
     async fn next(&mut self) -> FeedEvent {
-        match self.0.recv().await {
+        match self.events.recv().await {
             Some(event) => event,
             None => std::future::pending().await,
         }
+    }
+
+    fn sync(&mut self) -> u64 {
+        self.syncs += 1;
+        let _ = self.queue.send(FeedEvent::Synced(self.syncs));
+        self.syncs
     }
 }
 
@@ -65,7 +76,12 @@ impl FaultyStore {
     /// the returned sender (instead of the wrapped store's feed).
     pub fn scripted_feed(self) -> (Self, tokio::sync::mpsc::UnboundedSender<FeedEvent>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *self.feed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(ScriptedFeed(rx)));
+        let feed = ScriptedFeed {
+            events: rx,
+            queue: tx.clone(),
+            syncs: 0,
+        };
+        *self.feed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(feed));
         (self, tx)
     }
 

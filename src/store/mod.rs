@@ -124,6 +124,9 @@ pub enum FeedEvent {
     /// The feed broke; changes may be missed until the next `Connected`.
     Lost(String),
     Change(Change),
+    /// The answer to [`ChangeFeed::sync`] with this number: every change
+    /// committed before that call has been reported.
+    Synced(u64),
 }
 
 /// The changes other nodes make to a shared store, as they commit.
@@ -132,6 +135,11 @@ pub trait ChangeFeed: Send + 'static {
     /// The next event. Never ends: a lost feed reconnects by itself,
     /// reporting `Lost` and then `Connected`.
     async fn next(&mut self) -> FeedEvent;
+
+    /// Ask for a barrier: `Synced(n)` (with the number returned) will be
+    /// reported after every change committed before this call. It may
+    /// never come (the feed broke meanwhile); callers wait with a timeout.
+    fn sync(&mut self) -> u64;
 }
 
 /// Every write returns only once it is durable (fsync'd or committed).

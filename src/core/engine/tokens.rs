@@ -148,10 +148,13 @@ impl Engine {
         if claims.exp <= self.now() {
             return Ok(Err(TokenRejected::Expired));
         }
+        // Read before the index: if memory was not trusted when the check
+        // began, an end the catch-up adds meanwhile must not be skipped.
+        let trusted = self.feed_state().is_current();
         if self.index.is_revoked(&claims.sid) {
             return Ok(Err(TokenRejected::Revoked));
         }
-        if !self.feed_state().is_current() {
+        if !trusted {
             metrics::counter!("tessera_checks_from_store_total").increment(1);
             match self.store.get_session(&claims.sid).await? {
                 Some(s) if s.ended.is_none() => {}

@@ -10,16 +10,22 @@
 //!   8000 bytes);
 //! - `c:<client id>` — a client changed or was deleted;
 //! - `k` — signing keys were added, retired or deleted;
-//! - `h:<nonce>` — a node's heartbeat, heard only by that node.
+//! - `h:<nonce>` — a node's heartbeat, heard only by that node;
+//! - `s:<nonce>:<n>` — a node's barrier ([`ChangeFeed::sync`]): PostgreSQL
+//!   delivers notifications in commit order, so when it comes back, every
+//!   change committed before it was sent has been heard.
 //!
 //! A notification is lost if the listening connection is down when it is
 //! sent, so the feed reports every loss (`Lost`) and every (re)connection
 //! (`Connected`, sent once `LISTEN` is in effect), and the engine catches
 //! up from the tables after each `Connected`. A connection can also die
 //! silently (a network partition): each node notifies itself a heartbeat
-//! every [`HEARTBEAT_EVERY`] through its main pool, and calls the feed lost
-//! when its own heartbeat has not come back for [`HEARTBEAT_LOST_AFTER`].
+//! every [`HEARTBEAT_EVERY`], and calls the feed lost when its own
+//! heartbeat has not come back for [`HEARTBEAT_LOST_AFTER`]. Heartbeats and
+//! barriers go through a second connection of the feed's own pool, so a
+//! busy main pool never delays them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -49,6 +55,9 @@ const QUEUE: usize = 4096;
 pub(super) struct PgFeed {
     events: mpsc::Receiver<FeedEvent>,
     task: JoinHandle<()>,
+    pool: PgPool,
+    nonce: Arc<str>,
+    syncs: u64,
 }
 
 impl Drop for PgFeed {
@@ -67,22 +76,37 @@ impl ChangeFeed for PgFeed {
             None => std::future::pending().await,
         }
     }
+
+    fn sync(&mut self) -> u64 {
+        self.syncs += 1;
+        let payload = format!("s:{}:{}", self.nonce, self.syncs);
+        tokio::spawn(notify_self(self.pool.clone(), payload));
+        self.syncs
+    }
 }
 
-/// Starts listening in the background: on its own connection (a pool of
-/// one, with the main pool's connect options), heartbeats through `pool`.
+/// Starts listening in the background, on a pool of its own (the main
+/// pool's connect options): one connection listens, one sends heartbeats
+/// and barriers.
 pub(super) fn start(pool: &PgPool) -> PgFeed {
     let options = pool.connect_options().as_ref().clone();
-    let listen_pool = PgPoolOptions::new()
-        .max_connections(1)
+    let feed_pool = PgPoolOptions::new()
+        .max_connections(2)
         .min_connections(0)
         .acquire_timeout(CONNECT_TIMEOUT)
         .max_lifetime(None)
         .idle_timeout(None)
         .connect_lazy_with(options);
+    let nonce: Arc<str> = Uuid::new_v4().simple().to_string().into();
     let (tx, events) = mpsc::channel(QUEUE);
-    let task = tokio::spawn(run(listen_pool, pool.clone(), tx));
-    PgFeed { events, task }
+    let task = tokio::spawn(run(feed_pool.clone(), nonce.clone(), tx));
+    PgFeed {
+        events,
+        task,
+        pool: feed_pool,
+        nonce,
+        syncs: 0,
+    }
 }
 
 /// Why a listening session ended.
@@ -95,10 +119,10 @@ enum Ended {
     Closed,
 }
 
-async fn run(listen_pool: PgPool, pool: PgPool, tx: mpsc::Sender<FeedEvent>) {
+async fn run(pool: PgPool, nonce: Arc<str>, tx: mpsc::Sender<FeedEvent>) {
     let mut retry = RETRY_FIRST;
     loop {
-        match listen(&listen_pool, &pool, &tx).await {
+        match listen(&pool, &nonce, &tx).await {
             Ended::Closed => return,
             Ended::Lost(reason) => {
                 tracing::warn!(%reason, "change feed: lost the listening connection");
@@ -117,16 +141,16 @@ async fn run(listen_pool: PgPool, pool: PgPool, tx: mpsc::Sender<FeedEvent>) {
 }
 
 /// One listening connection, from `LISTEN` until it fails.
-async fn listen(listen_pool: &PgPool, pool: &PgPool, tx: &mpsc::Sender<FeedEvent>) -> Ended {
+async fn listen(pool: &PgPool, nonce: &str, tx: &mpsc::Sender<FeedEvent>) -> Ended {
     let connect = async {
-        let mut listener = PgListener::connect_with(listen_pool).await?;
+        let mut listener = PgListener::connect_with(pool).await?;
         let channel: String = sqlx::query_scalar("SELECT tessera_channel()")
-            .fetch_one(pool)
+            .fetch_one(&mut listener)
             .await?;
         listener.listen(&channel).await?;
-        Ok::<_, sqlx::Error>((listener, channel))
+        Ok::<_, sqlx::Error>(listener)
     };
-    let (listener, channel) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+    let listener = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(connected)) => connected,
         Ok(Err(e)) => return Ended::NotConnected(e.to_string()),
         Err(_) => return Ended::NotConnected("timed out".into()),
@@ -142,8 +166,8 @@ async fn listen(listen_pool: &PgPool, pool: &PgPool, tx: &mpsc::Sender<FeedEvent
     let reader = tokio::spawn(read(listener, heard_tx));
     let _stop_reader = AbortOnDrop(reader);
 
-    let nonce = Uuid::new_v4().simple().to_string();
     let mine = format!("h:{nonce}");
+    let barrier = format!("s:{nonce}:");
     let mut last_heard = Instant::now();
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,11 +178,17 @@ async fn listen(listen_pool: &PgPool, pool: &PgPool, tx: &mpsc::Sender<FeedEvent
                     let payload = n.payload();
                     if payload == mine {
                         last_heard = Instant::now();
+                    } else if let Some(n) = payload.strip_prefix(&barrier) {
+                        if let Ok(n) = n.parse() {
+                            if tx.send(FeedEvent::Synced(n)).await.is_err() {
+                                return Ended::Closed;
+                            }
+                        }
                     } else if let Some(change) = parse(payload) {
                         if tx.send(FeedEvent::Change(change)).await.is_err() {
                             return Ended::Closed;
                         }
-                    } else if !payload.starts_with("h:") {
+                    } else if !payload.starts_with("h:") && !payload.starts_with("s:") {
                         tracing::warn!(payload, "change feed: unknown notification");
                     }
                 }
@@ -171,7 +201,7 @@ async fn listen(listen_pool: &PgPool, pool: &PgPool, tx: &mpsc::Sender<FeedEvent
                         "own heartbeat not heard for {HEARTBEAT_LOST_AFTER:?}"
                     ));
                 }
-                tokio::spawn(heartbeat(pool.clone(), channel.clone(), mine.clone()));
+                tokio::spawn(notify_self(pool.clone(), mine.clone()));
             }
         }
     }
@@ -191,14 +221,14 @@ async fn read(mut listener: PgListener, out: mpsc::Sender<Result<PgNotification,
     }
 }
 
-async fn heartbeat(pool: PgPool, channel: String, payload: String) {
-    let send = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
+/// A notification for this node's own listener (a heartbeat or a barrier).
+async fn notify_self(pool: PgPool, payload: String) {
+    let send = sqlx::query("SELECT pg_notify(tessera_channel(), $1)")
         .bind(payload)
         .execute(&pool);
-    // A failure shows as a heartbeat not heard.
+    // A failure shows as a heartbeat or a barrier not heard.
     if let Ok(Err(e)) = tokio::time::timeout(HEARTBEAT_EVERY, send).await {
-        tracing::debug!(error = %e, "change feed: heartbeat not sent");
+        tracing::debug!(error = %e, "change feed: notification to self not sent");
     }
 }
 

@@ -11,8 +11,8 @@ use crate::core::clock::UnixTime;
 use crate::core::keys::{KeyError, KeyVault, StoredKey};
 use crate::store::{StoreError, StoreResult};
 
-/// Serialises first-key creation across nodes (any constant of our own).
-const FIRST_KEY_LOCK: i64 = 0x7465_7373_6b65_7931; // "tesskey1"
+/// The advisory lock of key changes (any constant of our own: "tesskey1").
+const KEYS_LOCK: i64 = 0x7465_7373_6b65_7931;
 
 /// Signing keys kept in the database, shared by every node.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ async fn load(pool: &PgPool) -> StoreResult<Vec<StoredKey>> {
 
 const INSERT_KEY: &str =
     "INSERT INTO signing_keys (kid, alg, created_at, retire_at, private_pkcs8) \
-     VALUES ($1, $2, $3, $4, $5)";
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kid) DO NOTHING";
 const NOTIFY_KEYS: &str = "SELECT pg_notify(tessera_channel(), 'k')";
 
 fn insert_key(
@@ -94,25 +94,34 @@ fn insert_key(
         .bind(&key.private_pkcs8)
 }
 
-/// Under a transaction-scoped advisory lock, so of nodes starting together
-/// on an empty database exactly one stores its key.
-async fn create_first(pool: &PgPool, first: &StoredKey) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(db("signing_keys"))?;
+/// Key changes are serialised across nodes by a transaction-scoped
+/// advisory lock: of nodes starting together on an empty database exactly
+/// one stores its first keys, and of two rotations at once the second
+/// retires the first one's key.
+async fn lock_keys(tx: &mut sqlx::PgConnection) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(FIRST_KEY_LOCK)
-        .execute(&mut *tx)
+        .bind(KEYS_LOCK)
+        .execute(tx)
         .await
         .map_err(db("signing_keys"))?;
+    Ok(())
+}
+
+async fn create_first(pool: &PgPool, first: &[StoredKey]) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(db("signing_keys"))?;
+    lock_keys(&mut tx).await?;
     let current: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retire_at IS NULL)")
             .fetch_one(&mut *tx)
             .await
             .map_err(db("signing_keys"))?;
     if !current {
-        insert_key(first)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("signing_keys"))?;
+        for key in first {
+            insert_key(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("signing_keys"))?;
+        }
         sqlx::query(NOTIFY_KEYS)
             .execute(&mut *tx)
             .await
@@ -123,6 +132,7 @@ async fn create_first(pool: &PgPool, first: &StoredKey) -> StoreResult<()> {
 
 async fn rotate(pool: &PgPool, fresh: &StoredKey, retire_at: UnixTime) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(db("signing_keys"))?;
+    lock_keys(&mut tx).await?;
     sqlx::query("UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL")
         .bind(retire_at)
         .execute(&mut *tx)
@@ -159,7 +169,7 @@ impl KeyVault for PgVault {
         s.run("load_keys", load(&s.pool)).await.map_err(key_error)
     }
 
-    async fn create_first(&self, first: &StoredKey) -> Result<(), KeyError> {
+    async fn create_first(&self, first: &[StoredKey]) -> Result<(), KeyError> {
         let s = &self.store;
         s.run("create_first_key", create_first(&s.pool, first))
             .await
