@@ -35,9 +35,30 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often the histograms' pending samples are folded into their buckets.
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `build_recorder()`, unlike `install()`, starts no upkeep: without
+/// [`PrometheusHandle::run_upkeep`] every histogram sample stays in memory
+/// until `/metrics` is scraped, so a server nobody scrapes grows without
+/// bound. A plain thread (not a tokio task) because the handle outlives any
+/// one runtime (tests start many).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("tessera-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(METRICS_UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "could not start the metrics upkeep thread; histograms grow until scraped");
+    }
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -143,4 +164,25 @@ pub struct ApiDoc;
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The recorder comes with its upkeep thread, so histograms are folded
+    /// without a scrape.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn metrics_handle_starts_the_upkeep_thread() {
+        let _ = super::metrics_handle();
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .collect();
+        // Thread names are cut to 15 bytes by the kernel.
+        assert!(
+            names.iter().any(|n| n.starts_with("tessera-metrics")),
+            "threads: {names:?}"
+        );
+    }
 }
