@@ -222,7 +222,7 @@ impl Application {
             (None, None) => {
                 let path = dir.join(STORE_FILE);
                 Arc::new(
-                    RedbStore::open(&path)
+                    RedbStore::open_with_cache(&path, settings.store_cache_bytes())
                         .with_context(|| format!("opening store {}", path.display()))?,
                 )
             }

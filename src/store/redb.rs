@@ -1106,11 +1106,28 @@ fn create_tables(db: &Database) -> StoreResult<()> {
     txn.commit().ctx("commit table creation")
 }
 
+/// Page cache of [`RedbStore::open`]: 64 MiB, which holds the interior
+/// B-tree pages of a multi-gigabyte file.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl RedbStore {
-    /// Opens the database at `path`, creating the file and its tables if missing.
+    /// Opens the database at `path`, creating the file and its tables if
+    /// missing, with a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> StoreResult<RedbStore> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of `cache_bytes`. redb's own
+    /// default is 1 GiB, which it fills under sustained writes and the
+    /// allocator then keeps: the process's memory grows to that size.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<RedbStore> {
         prepare_file(path)?;
-        let db = Arc::new(Database::create(path).ctx("open database")?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .ctx("open database")?,
+        );
         create_tables(&db)?;
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(AtomicU64::new(0));
