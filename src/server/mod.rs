@@ -402,7 +402,7 @@ fn routes(state: Arc<AppState>, timeout: Duration) -> Router {
             let route = req
                 .extensions()
                 .get::<MatchedPath>()
-                .map(|p| p.as_str().to_owned())
+                .map(MatchedPath::as_str)
                 .unwrap_or_default();
             tracing::info_span!("request", method = %req.method(), %route)
         }))

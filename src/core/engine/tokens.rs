@@ -52,16 +52,17 @@ pub const VERIFIED_CACHE_ENTRIES: usize = 100_000;
 /// issuer, expiry and the revocation index are judged on every request.
 /// The signature check is most of the CPU of an introspection (≈ 45 µs of
 /// ≈ 80 µs), and an access token is normally checked many times in its life.
-pub(super) type VerifiedCache = quick_cache::sync::Cache<[u8; 32], Arc<Verified>>;
+pub(super) type VerifiedCache = quick_cache::sync::Cache<[u8; 32], Verified>;
 
 /// The key of `token` in [`VerifiedCache`]: SHA-256 of all of it.
 fn verified_key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+#[derive(Clone)]
 pub(super) struct Verified {
     generation: u64,
-    claims: AccessClaims,
+    claims: Arc<AccessClaims>,
 }
 
 /// What a grant or session opening hands back.
@@ -160,7 +161,7 @@ impl Engine {
     pub async fn check_access_token(
         &self,
         token: &str,
-    ) -> EngineResult<Result<AccessClaims, TokenRejected>> {
+    ) -> EngineResult<Result<Arc<AccessClaims>, TokenRejected>> {
         let claims = match self.verify_signature(token) {
             Ok(c) => c,
             // Signed by a key another node made moments ago?
@@ -194,7 +195,7 @@ impl Engine {
     /// Signature and issuer only, expiry and revocation NOT checked: for
     /// revocation, and for dialects that renew an expired token while its
     /// session lives (they must check the session themselves).
-    pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenRejected> {
+    pub fn verify_signature(&self, token: &str) -> Result<Arc<AccessClaims>, TokenRejected> {
         let digest = verified_key(token);
         let claims = match self.verified.get(&digest) {
             Some(hit) if hit.generation == self.keys.generation() => hit.claims.clone(),
@@ -206,12 +207,13 @@ impl Engine {
                         tracing::debug!(reason = %e, "access token refused");
                         TokenRejected::Invalid
                     })?;
+                let claims = Arc::new(claims);
                 self.verified.insert(
                     digest,
-                    Arc::new(Verified {
+                    Verified {
                         generation,
                         claims: claims.clone(),
-                    }),
+                    },
                 );
                 claims
             }
@@ -400,14 +402,14 @@ impl Engine {
                 .ok()
                 .map(|c| TokenDescription {
                     kind: TokenKind::Access,
-                    client_id: c.client_id,
-                    sub: c.sub,
-                    scope: c.scope,
+                    client_id: c.client_id.clone(),
+                    sub: c.sub.clone(),
+                    scope: c.scope.clone(),
                     exp: c.exp,
                     iat: c.iat,
-                    jti: Some(c.jti),
+                    jti: Some(c.jti.clone()),
                     sid: c.sid,
-                    iss: c.iss,
+                    iss: c.iss.clone(),
                 }));
         }
         if !looks_like_refresh(token) {
