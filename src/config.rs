@@ -16,6 +16,9 @@ pub struct Settings {
     pub listen: String,
     /// Where the embedded store, signing keys and admin token live.
     pub data_dir: PathBuf,
+    /// Page cache of the embedded store, in MiB (redb's own default is
+    /// 1 GiB, which the process then keeps). Unused with `database_url`.
+    pub store_cache_mib: u64,
     /// A PostgreSQL URL: store sessions there instead of the embedded store,
     /// and share them (with clients and keys) with every node using it.
     pub database_url: Option<String>,
@@ -79,6 +82,7 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./tessera-data"),
+            store_cache_mib: 64,
             database_url: None,
             database_max_connections: 16,
             database_timeout_ms: 5000,
@@ -159,6 +163,11 @@ impl Settings {
         Ok(settings)
     }
 
+    /// `store_cache_mib` in bytes.
+    pub fn store_cache_bytes(&self) -> usize {
+        usize::try_from(self.store_cache_mib << 20).unwrap_or(usize::MAX)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("access_token_ttl_seconds", self.access_token_ttl_seconds),
@@ -211,6 +220,12 @@ impl Settings {
         if self.sweep_batch == 0 || self.sweep_interval_seconds == 0 {
             return Err(ConfigError(
                 "sweep_batch and sweep_interval_seconds must be at least 1".into(),
+            ));
+        }
+        // At most 1 TiB, so the byte count cannot overflow.
+        if !(1..=1 << 20).contains(&self.store_cache_mib) {
+            return Err(ConfigError(
+                "store_cache_mib must be between 1 and 1048576".into(),
             ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
@@ -332,6 +347,12 @@ mod tests {
         assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
         std::fs::write(&file, "log_format = \"xml\"\n").unwrap();
         assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        std::fs::write(&file, "store_cache_mib = 0\n").unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        std::fs::write(&file, "store_cache_mib = 16\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.store_cache_bytes(), 16 << 20);
+        assert_eq!(Settings::default().store_cache_mib, 64);
         assert!(Settings::load(
             Some(&dir.path().join("missing.toml")),
             &Overrides::default()

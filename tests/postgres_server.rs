@@ -145,7 +145,7 @@ async fn the_first_fleet_node_keeps_the_secrets_of_its_data_directory() {
     assert_eq!(
         app.engine
             .verify_signature(&old_access)
-            .map(|c| c.client_id),
+            .map(|c| c.client_id.clone()),
         Ok(id.clone())
     );
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -187,6 +188,23 @@ struct LoadedKey {
 struct KeySet {
     current: String,
     keys: HashMap<String, LoadedKey>,
+    /// Changes whenever the keys that verify change (one added, pruned or
+    /// replaced): a verification done with another generation's keys may
+    /// no longer hold, so caches of verified tokens compare it.
+    generation: u64,
+}
+
+impl KeySet {
+    /// Do both sets verify with exactly the same keys?
+    fn same_verifying_keys(&self, other: &KeySet) -> bool {
+        self.keys.len() == other.keys.len()
+            && self.keys.iter().all(|(kid, k)| {
+                other
+                    .keys
+                    .get(kid)
+                    .is_some_and(|o| o.public_x == k.public_x)
+            })
+    }
 }
 
 /// The keys of this server. Cheap to read concurrently; every change is
@@ -194,6 +212,9 @@ struct KeySet {
 pub struct Keyring {
     vault: Arc<dyn KeyVault>,
     set: RwLock<Arc<KeySet>>,
+    /// `set`'s generation, readable without touching the lock or the Arc
+    /// (read on every token check).
+    generation: AtomicU64,
     validation: Validation,
     /// When a reload for an unknown `kid` last ran: a token signed by a key
     /// another node just made triggers one, random kids cannot trigger more
@@ -307,7 +328,12 @@ fn key_set(stored: Vec<StoredKey>) -> Result<KeySet, KeyError> {
         .max_by_key(|k| (k.file.created_at, k.file.kid.clone()))
         .map(|k| k.file.kid.clone())
         .unwrap_or_default();
-    Ok(KeySet { current, keys })
+    Ok(KeySet {
+        current,
+        keys,
+        // Set by `Keyring::reload`.
+        generation: 0,
+    })
 }
 
 impl Keyring {
@@ -327,6 +353,7 @@ impl Keyring {
         let ring = Self {
             vault,
             set: RwLock::new(Arc::new(KeySet::default())),
+            generation: AtomicU64::new(0),
             validation: Self::validation(),
             last_unknown_reload: tokio::sync::Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
@@ -372,13 +399,32 @@ impl Keyring {
         // One reload at a time, so a slow one never installs a set older
         // than what a later one installed.
         let _one = self.reloading.lock().await;
-        let set = key_set(self.vault.load().await?)?;
+        let mut set = key_set(self.vault.load().await?)?;
         if set.current.is_empty() {
             // Never drop to no signing key: keep what we have.
             return Err(KeyError::Sign("the key vault holds no current key".into()));
         }
-        *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        let mut held = self.set.write().unwrap_or_else(|p| p.into_inner());
+        // Under the lock, so generations only grow. A reload that finds
+        // the same keys (an unknown kid that is not ours, a catch-up after
+        // a reconnection) keeps the generation and the caches keyed on it.
+        set.generation = if held.same_verifying_keys(&set) {
+            held.generation
+        } else {
+            held.generation + 1
+        };
+        // Published after the new set, still under the lock: a reader
+        // that sees the new generation verifies with the new keys.
+        let generation = set.generation;
+        *held = Arc::new(set);
+        self.generation.store(generation, Ordering::Release);
         Ok(())
+    }
+
+    /// The generation of the keys that verify now; see
+    /// [`Keyring::verify_with_generation`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Does `token`'s header name a key this ring does not hold?
@@ -480,6 +526,16 @@ impl Keyring {
 
     /// Check the signature of a JWT we issued and decode its claims.
     pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T, JwtError> {
+        self.verify_with_generation(token).map(|(claims, _)| claims)
+    }
+
+    /// [`Keyring::verify`], also saying which generation of keys verified
+    /// the token: the verification holds while [`Keyring::generation`] is
+    /// still that one.
+    pub fn verify_with_generation<T: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<(T, u64), JwtError> {
         // Cheap structural checks first, so garbage never reaches a parser
         // that might allocate for it.
         if token.len() > 8192 || token.split('.').count() != 3 {
@@ -493,7 +549,7 @@ impl Keyring {
         let set = self.snapshot();
         let key = set.keys.get(&kid).ok_or(JwtError::UnknownKey)?;
         jsonwebtoken::decode::<T>(token, &key.decoding, &self.validation)
-            .map(|d| d.claims)
+            .map(|d| (d.claims, set.generation))
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => JwtError::Signature,
                 jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => JwtError::Algorithm,
@@ -536,6 +592,24 @@ mod tests {
         assert_eq!(ring.verify::<C>(&t1), Err(JwtError::UnknownKey));
         assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 1);
         assert_eq!(ring.current_kid(), second);
+    }
+
+    #[tokio::test]
+    async fn generation_changes_only_with_the_verifying_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Keyring::load_or_create(dir.path(), 100).await.unwrap();
+        let g0 = ring.generation();
+        let t = ring.sign("at+jwt", &C { sub: "a".into() }).unwrap();
+        assert_eq!(ring.verify_with_generation::<C>(&t).unwrap().1, g0);
+        // Same keys: same generation.
+        ring.reload().await.unwrap();
+        assert_eq!(ring.generation(), g0);
+        ring.rotate(200, 300).await.unwrap();
+        let g1 = ring.generation();
+        assert!(g1 > g0);
+        assert_eq!(ring.verify_with_generation::<C>(&t).unwrap().1, g1);
+        assert_eq!(ring.prune(300).await.unwrap(), 1);
+        assert!(ring.generation() > g1);
     }
 
     #[cfg(unix)]

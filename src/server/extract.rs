@@ -65,6 +65,10 @@ pub fn require_media_type(headers: &HeaderMap, want: &'static str) -> Result<(),
 }
 
 fn decode_component(s: &str) -> Result<String, ApiError> {
+    // Tokens, ids and grant types are mostly plain: one copy, no decoding.
+    if !s.bytes().any(|b| b == b'+' || b == b'%') {
+        return Ok(s.to_owned());
+    }
     let plus_as_space = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus_as_space)
         .decode_utf8()

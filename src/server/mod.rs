@@ -243,7 +243,7 @@ impl Application {
             (None, None) => {
                 let path = dir.join(STORE_FILE);
                 Arc::new(
-                    RedbStore::open(&path)
+                    RedbStore::open_with_cache(&path, settings.store_cache_bytes())
                         .with_context(|| format!("opening store {}", path.display()))?,
                 )
             }
@@ -423,7 +423,7 @@ fn routes(state: Arc<AppState>, timeout: Duration) -> Router {
             let route = req
                 .extensions()
                 .get::<MatchedPath>()
-                .map(|p| p.as_str().to_owned())
+                .map(MatchedPath::as_str)
                 .unwrap_or_default();
             tracing::info_span!("request", method = %req.method(), %route)
         }))

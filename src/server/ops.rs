@@ -1,11 +1,12 @@
 //! Operations: Prometheus metrics, liveness and readiness, the OpenAPI
 //! document, and the middleware that counts requests.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,9 +36,30 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often the histograms' pending samples are folded into their buckets.
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `build_recorder()`, unlike `install()`, starts no upkeep: without
+/// [`PrometheusHandle::run_upkeep`] every histogram sample stays in memory
+/// until `/metrics` is scraped, so a server nobody scrapes grows without
+/// bound. A plain thread (not a tokio task) because the handle outlives any
+/// one runtime (tests start many).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("tessera-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(METRICS_UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "could not start the metrics upkeep thread; histograms grow until scraped");
+    }
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -97,17 +119,72 @@ pub async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+        .map(|p| route_metrics(p.as_str()))
+        .unwrap_or_else(|| route_metrics("unmatched"));
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("tessera_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("tessera_http_request_duration_seconds", "route" => route)
-        .record(start.elapsed().as_secs_f64());
+    route.duration.record(start.elapsed().as_secs_f64());
+    route.count(&method, resp.status().as_u16());
     resp
+}
+
+/// The metric handles of one route, made once: building a label set per
+/// request costs allocations and a registry lookup each time.
+struct RouteMetrics {
+    route: String,
+    duration: metrics::Histogram,
+    requests: RwLock<HashMap<(Method, u16), metrics::Counter>>,
+}
+
+impl RouteMetrics {
+    fn count(&self, method: &Method, status: u16) {
+        let key = (method.clone(), status);
+        if let Some(c) = self
+            .requests
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            c.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            "tessera_http_requests_total",
+            "route" => self.route.clone(),
+            "method" => method.as_str().to_owned(),
+            "status" => status.to_string()
+        );
+        counter.increment(1);
+        self.requests
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, counter);
+    }
+}
+
+/// The handles of `route` (a route template: a bounded set).
+fn route_metrics(route: &str) -> Arc<RouteMetrics> {
+    static ROUTES: OnceLock<RwLock<HashMap<String, Arc<RouteMetrics>>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(r) = routes.read().unwrap_or_else(|p| p.into_inner()).get(route) {
+        return r.clone();
+    }
+    routes
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(route.to_owned())
+        .or_insert_with(|| {
+            Arc::new(RouteMetrics {
+                route: route.to_owned(),
+                duration: metrics::histogram!(
+                    "tessera_http_request_duration_seconds",
+                    "route" => route.to_owned()
+                ),
+                requests: RwLock::new(HashMap::new()),
+            })
+        })
+        .clone()
 }
 
 struct Security;
@@ -143,4 +220,25 @@ pub struct ApiDoc;
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The recorder comes with its upkeep thread, so histograms are folded
+    /// without a scrape.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn metrics_handle_starts_the_upkeep_thread() {
+        let _ = super::metrics_handle();
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .collect();
+        // Thread names are cut to 15 bytes by the kernel.
+        assert!(
+            names.iter().any(|n| n.starts_with("tessera-metrics")),
+            "threads: {names:?}"
+        );
+    }
 }

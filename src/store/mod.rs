@@ -6,6 +6,7 @@
 //! outcomes the engine interprets (for example, "retire this refresh token
 //! if it is still current").
 
+mod compact;
 pub mod conformance;
 pub mod faulty;
 pub mod postgres;

@@ -1,20 +1,22 @@
 //! The embedded backend: one redb file, written by a single thread that
 //! group-commits concurrent writes with a durable (fsync) commit.
 //!
-//! Layout (records are JSON so that fields added later read back with
-//! their defaults; every other table is an index kept in step with the
-//! records inside the same write transaction):
+//! Layout (sessions and refresh tokens are compact binary records, see
+//! `store::compact`, which also reads the JSON they were written as
+//! before; other records are JSON so that fields added later read back
+//! with their defaults; every other table is an index kept in step with
+//! the records inside the same write transaction):
 //!
 //! | table                 | key                          | value        |
 //! |-----------------------|------------------------------|--------------|
 //! | `clients`             | client id                    | JSON client  |
-//! | `sessions`            | session id                   | JSON session |
+//! | `sessions`            | session id                   | session      |
 //! | `sessions_by_subject` | (subject, session id)        | ()           |
 //! | `sessions_by_client`  | (client id, session id)      | ()           |
 //! | `live_by_expiry`      | (expires_at, session id)     | ()           |
 //! | `delete_queue`        | (delete_after, session id)   | ()           |
 //! | `references`          | (client id, reference hash)  | session id   |
-//! | `refresh`             | token hash                   | JSON record  |
+//! | `refresh`             | token hash                   | record       |
 //! | `refresh_by_expiry`   | (expires_at, token hash)     | ()           |
 //! | `revoked`             | (cover_until, session id)    | ()           |
 //! | `audit`               | (at, sequence)               | JSON record  |
@@ -44,6 +46,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use super::compact;
 use super::{
     EndedSession, Grant, GrantKind, RotateOutcome, Store, StoreError, StoreResult, SweepStats,
 };
@@ -163,7 +166,7 @@ fn load_client(
 
 fn load_session(t: &impl ReadableTable<Id, Bytes>, id: &Id) -> StoreResult<Option<Session>> {
     match t.get(id).ctx("read session")? {
-        Some(v) => decode("sessions", v.value()).map(Some),
+        Some(v) => compact::decode_session(v.value()).map(Some),
         None => Ok(None),
     }
 }
@@ -173,7 +176,7 @@ fn load_refresh(
     hash: &TokenHash,
 ) -> StoreResult<Option<RefreshRecord>> {
     match t.get(hash).ctx("read refresh token")? {
-        Some(v) => decode("refresh", v.value()).map(Some),
+        Some(v) => compact::decode_refresh(hash, v.value()).map(Some),
         None => Ok(None),
     }
 }
@@ -291,7 +294,7 @@ impl<'t> Tables<'t> {
 
     /// Writes the record only; callers keep the indexes in step.
     fn put_session(&mut self, s: &Session) -> StoreResult<()> {
-        let bytes = encode("sessions", s)?;
+        let bytes = compact::encode_session(s)?;
         self.sessions
             .insert(s.id.as_bytes(), bytes.as_slice())
             .ctx("write session")?;
@@ -299,7 +302,7 @@ impl<'t> Tables<'t> {
     }
 
     fn put_refresh(&mut self, r: &RefreshRecord) -> StoreResult<()> {
-        let bytes = encode("refresh", r)?;
+        let bytes = compact::encode_refresh(r);
         self.refresh
             .insert(&r.hash, bytes.as_slice())
             .ctx("write refresh token")?;
@@ -550,7 +553,7 @@ fn rotate_refresh(
         at: now,
         successor: new.hash,
     };
-    let bytes = encode("refresh", &current)?;
+    let bytes = compact::encode_refresh(&current);
     t.refresh
         .insert(old, bytes.as_slice())
         .ctx("write refresh token")?;
@@ -822,7 +825,7 @@ fn candidate_sessions(rt: &ReadTransaction, filter: &SessionFilter) -> StoreResu
         (None, None) => {
             let rows = sessions.iter().ctx("scan sessions")?;
             return rows
-                .map(|row| decode("sessions", row.ctx("scan sessions")?.1.value()))
+                .map(|row| compact::decode_session(row.ctx("scan sessions")?.1.value()))
                 .collect();
         }
     };
@@ -1106,11 +1109,28 @@ fn create_tables(db: &Database) -> StoreResult<()> {
     txn.commit().ctx("commit table creation")
 }
 
+/// Page cache of [`RedbStore::open`]: 64 MiB, which holds the interior
+/// B-tree pages of a multi-gigabyte file.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl RedbStore {
-    /// Opens the database at `path`, creating the file and its tables if missing.
+    /// Opens the database at `path`, creating the file and its tables if
+    /// missing, with a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> StoreResult<RedbStore> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of `cache_bytes`. redb's own
+    /// default is 1 GiB, which it fills under sustained writes and the
+    /// allocator then keeps: the process's memory grows to that size.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<RedbStore> {
         prepare_file(path)?;
-        let db = Arc::new(Database::create(path).ctx("open database")?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .ctx("open database")?,
+        );
         create_tables(&db)?;
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(AtomicU64::new(0));
@@ -1699,6 +1719,86 @@ mod tests {
                 .unwrap(),
             Some(grant)
         );
+    }
+
+    /// The first byte of a stored session or refresh record.
+    fn stored_format(store: &RedbStore, id: &SessionId, hash: &TokenHash) -> (u8, u8) {
+        let rt = store.inner.db.begin_read().unwrap();
+        let s = rt.open_table(SESSIONS).unwrap();
+        let r = rt.open_table(REFRESH).unwrap();
+        let first = |v: Option<redb::AccessGuard<'_, Bytes>>| v.unwrap().value()[0];
+        (
+            first(s.get(id.as_bytes()).unwrap()),
+            first(r.get(hash).unwrap()),
+        )
+    }
+
+    /// Files written before the compact format hold JSON records: they
+    /// read, rotate, end and list as before, and are rewritten compact.
+    #[tokio::test]
+    async fn json_records_of_older_files_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+        let owner = client("owner");
+        store.insert_client(&owner).await.unwrap();
+        let mut s = session(&owner.id, 1000);
+        s.claims
+            .insert("name".into(), serde_json::Value::from("Alice"));
+        s.reference = Some([5; 32]);
+        let r = refresh(&s);
+        store.create_session(&s, Some(&r)).await.unwrap();
+        assert_eq!(stored_format(&store, &s.id, &r.hash), (1, 1));
+        // Replace the records with JSON, as an older version wrote them.
+        let txn = store.inner.db.begin_write().unwrap();
+        {
+            let mut t = Tables::open(&txn).unwrap();
+            let json = serde_json::to_vec(&s).unwrap();
+            t.sessions.insert(s.id.as_bytes(), json.as_slice()).unwrap();
+            let json = serde_json::to_vec(&r).unwrap();
+            t.refresh.insert(&r.hash, json.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(stored_format(&store, &s.id, &r.hash), (b'{', b'{'));
+
+        assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+        assert_eq!(store.get_refresh(&r.hash).await.unwrap(), Some(r.clone()));
+        let listed = store
+            .list_sessions(&SessionFilter::default(), 1000)
+            .await
+            .unwrap();
+        assert_eq!(listed, vec![s.clone()]);
+
+        let mut next = refresh(&s);
+        next.issued_at = 1100;
+        assert_eq!(
+            store
+                .rotate_refresh(&r.hash, &next, 1100, 1400)
+                .await
+                .unwrap(),
+            RotateOutcome::Rotated
+        );
+        let retired = store.get_refresh(&r.hash).await.unwrap().unwrap();
+        assert_eq!(
+            retired.state,
+            RefreshState::Retired {
+                at: 1100,
+                successor: next.hash
+            }
+        );
+        let end = Ended {
+            at: 1200,
+            reason: EndReason::Logout,
+            by: Actor::Client(owner.id.clone()),
+        };
+        assert_eq!(
+            store.end_sessions(&[s.id], &end, 5000).await.unwrap().len(),
+            1
+        );
+        let got = store.get_session(&s.id).await.unwrap().unwrap();
+        assert_eq!(got.ended, Some(end));
+        assert_eq!(got.claims, s.claims);
+        assert_eq!(got.reference, s.reference);
+        assert_eq!(stored_format(&store, &s.id, &r.hash), (1, 1));
     }
 
     #[cfg(unix)]

@@ -103,6 +103,8 @@ pub struct Engine {
     feed_state: std::sync::atomic::AtomicU8,
     /// The store's change feed until [`Engine::follow_changes`] takes it.
     feed: std::sync::Mutex<Option<Box<dyn ChangeFeed>>>,
+    /// Access tokens whose signature verified, by SHA-256 of the token.
+    verified: tokens::VerifiedCache,
 }
 
 /// What the engine is built from.
@@ -154,6 +156,7 @@ impl Engine {
             ),
             feed_state: std::sync::atomic::AtomicU8::new(feed_state as u8),
             feed: std::sync::Mutex::new(feed),
+            verified: tokens::VerifiedCache::new(tokens::VERIFIED_CACHE_ENTRIES),
         };
         let n = engine.rebuild_index().await?;
         tracing::info!(revoked_sessions = n, "revocation index loaded");
