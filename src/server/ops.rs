@@ -230,15 +230,23 @@ mod tests {
     #[test]
     fn metrics_handle_starts_the_upkeep_thread() {
         let _ = super::metrics_handle();
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .map(|n| n.trim().to_owned())
-            .collect();
-        // Thread names are cut to 15 bytes by the kernel.
-        assert!(
-            names.iter().any(|n| n.starts_with("tessera-metrics")),
-            "threads: {names:?}"
-        );
+        let names = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        };
+        // A new thread names itself once it runs (until then it carries
+        // its parent's name), so look a few times; names are cut to 15
+        // bytes by the kernel.
+        let found = (0..200).any(|_| {
+            let seen = names().iter().any(|n| n.starts_with("tessera-metrics"));
+            if !seen {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            seen
+        });
+        assert!(found, "threads: {:?}", names());
     }
 }
