@@ -1526,15 +1526,7 @@ async fn forged_and_damaged_jwts_are_never_accepted() {
     );
     assert!(app.active(c, &at).await);
 
-    let jwks: Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks")
-        .json()
-        .await
-        .expect("jwks is JSON");
+    let jwks = app.jwks().await;
     let key = &jwks["keys"][0];
     let kid = key["kid"].as_str().expect("kid").to_owned();
     let x = key["x"].as_str().expect("x").to_owned();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::node::{tessera_command, Node};
 use common::pg::FreshDatabase;
-use common::{s, Api};
+use common::s;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -39,15 +39,6 @@ async fn migrate(url: &str) -> std::process::Output {
         .output()
         .await
         .expect("run tessera migrate")
-}
-
-async fn jwks(node: &Api) -> Value {
-    let r = node
-        .http
-        .get(node.url("/.well-known/jwks.json"))
-        .send()
-        .await;
-    r.expect("jwks").json().await.expect("jwks json")
 }
 
 fn kids(jwks: &Value) -> Vec<String> {
@@ -93,8 +84,8 @@ async fn three_nodes_share_sessions_clients_and_keys() {
     }
     assert_eq!(a.admin_token, b.admin_token, "one admin token per fleet");
     assert_eq!(a.admin_token, c.admin_token, "one admin token per fleet");
-    assert_eq!(kids(&jwks(&a).await), kids(&jwks(&b).await));
-    assert_eq!(kids(&jwks(&a).await), kids(&jwks(&c).await));
+    assert_eq!(kids(&a.jwks().await), kids(&b.jwks().await));
+    assert_eq!(kids(&a.jwks().await), kids(&c.jwks().await));
 
     // A client created on A works on B and C at once (no cache to warm).
     let (id, secret) = a.new_client().await;
@@ -173,7 +164,7 @@ async fn three_nodes_share_sessions_clients_and_keys() {
     let kid = s(&v, "kid");
     for n in [&b, &c] {
         eventually("the new key is published everywhere", || async {
-            kids(&jwks(n).await).contains(&kid)
+            kids(&n.jwks().await).contains(&kid)
         })
         .await;
     }

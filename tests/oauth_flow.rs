@@ -551,15 +551,7 @@ async fn admin_subject_revoke_client_delete_and_key_rotation() {
         .await;
     let (status, v) = app.admin(Method::POST, "/admin/keys/rotate", None).await;
     assert_eq!(status, StatusCode::OK);
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.jwks().await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     assert_eq!(jwks["keys"][0]["kid"], v["kid"]);
     assert!(

@@ -97,15 +97,7 @@ async fn the_first_fleet_node_keeps_the_secrets_of_its_data_directory() {
         "access_token",
     );
     let kid = |jwks: &serde_json::Value| jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.jwks().await;
     let admin_before = app.admin_token.clone();
     let token_key = std::fs::read_to_string(app.dir.path().join("token.key")).unwrap();
     let (dir, clock) = app.stop().await;
@@ -115,15 +107,7 @@ async fn the_first_fleet_node_keeps_the_secrets_of_its_data_directory() {
         st.database_url = Some(url.clone());
     })
     .await;
-    let fleet_jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fleet_jwks = app.jwks().await;
     assert_eq!(
         kid(&fleet_jwks),
         kid(&jwks),

@@ -72,17 +72,14 @@ pub const KEYS_DIR: &str = "keys";
 /// Read a secret file of the data directory, creating it with `make` if it
 /// does not exist yet.
 fn read_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let value = make();
-            write_private_file(path, format!("{value}\n").as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(path = %path.display(), "created");
-            Ok(value)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    if let Some(value) = local_secret(path)? {
+        return Ok(value);
     }
+    let value = make();
+    write_private_file(path, format!("{value}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "created");
+    Ok(value)
 }
 
 fn token_hasher(data_dir: &Path) -> anyhow::Result<TokenHasher> {

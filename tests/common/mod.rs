@@ -161,6 +161,12 @@ impl Api {
         (status, v)
     }
 
+    /// The published JWK Set.
+    pub async fn jwks(&self) -> Value {
+        let r = self.http.get(self.url("/.well-known/jwks.json")).send();
+        r.await.expect("jwks").json().await.expect("jwks is JSON")
+    }
+
     /// Create a client; returns (client_id, client_secret).
     pub async fn create_client(&self, body: Value) -> (String, String) {
         let (status, v) = self

@@ -107,6 +107,21 @@ async fn lock_keys(tx: &mut sqlx::PgConnection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Stores `keys` and tells the fleet, in the caller's transaction.
+async fn insert_and_notify(tx: &mut sqlx::PgConnection, keys: &[StoredKey]) -> StoreResult<()> {
+    for key in keys {
+        insert_key(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("signing_keys"))?;
+    }
+    sqlx::query(NOTIFY_KEYS)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("signing_keys"))?;
+    Ok(())
+}
+
 async fn create_first(pool: &PgPool, first: &[StoredKey]) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(db("signing_keys"))?;
     lock_keys(&mut tx).await?;
@@ -116,16 +131,7 @@ async fn create_first(pool: &PgPool, first: &[StoredKey]) -> StoreResult<()> {
             .await
             .map_err(db("signing_keys"))?;
     if !current {
-        for key in first {
-            insert_key(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("signing_keys"))?;
-        }
-        sqlx::query(NOTIFY_KEYS)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("signing_keys"))?;
+        insert_and_notify(&mut tx, first).await?;
     }
     tx.commit().await.map_err(db("signing_keys"))
 }
@@ -138,14 +144,7 @@ async fn rotate(pool: &PgPool, fresh: &StoredKey, retire_at: UnixTime) -> StoreR
         .execute(&mut *tx)
         .await
         .map_err(db("signing_keys"))?;
-    insert_key(fresh)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("signing_keys"))?;
-    sqlx::query(NOTIFY_KEYS)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("signing_keys"))?;
+    insert_and_notify(&mut tx, std::slice::from_ref(fresh)).await?;
     tx.commit().await.map_err(db("signing_keys"))
 }
 
