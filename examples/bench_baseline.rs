@@ -7,8 +7,6 @@
 //! `cargo run --release --example bench_baseline -- 127.0.0.1:0` prints
 //! `listening on ADDR` and serves until SIGTERM or ctrl-c.
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
@@ -26,17 +24,15 @@ async fn main() -> std::io::Result<()> {
         .route("/oauth2/revoke", post(empty));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on {}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    })
-    .await
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        })
+        .await
 }

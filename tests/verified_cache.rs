@@ -148,3 +148,28 @@ async fn a_tampered_signature_is_refused_while_the_genuine_token_is_cached() {
     assert!(app.engine.signature_cached(&at));
     assert!(app.active((&id, &secret), &at).await);
 }
+
+/// The introspection answer of a cached token is rendered once and kept
+/// with its claims: the kept answer is the same as the first, whoever asks,
+/// and it is never served once the token is no longer active.
+#[tokio::test]
+async fn the_kept_introspection_answer_is_the_first_one_and_only_while_active() {
+    let app = TestApp::spawn().await;
+    let ((id, secret), at) = issued(&app).await;
+    let other = app
+        .create_client(json!({"name": "rs2", "grant_types": ["client_credentials"]}))
+        .await;
+    let first = app.introspect((&id, &secret), &at).await;
+    assert_eq!(first["active"], true, "{first}");
+    let claims = app.engine.check_access_token(&at).await.unwrap().unwrap();
+    assert!(claims.rendering.get().is_some(), "rendering kept");
+    assert_eq!(app.introspect((&id, &secret), &at).await, first);
+    assert_eq!(app.introspect((&other.0, &other.1), &at).await, first);
+    assert_eq!(first["sid"], claims.sid.to_string());
+    assert_eq!(first["jti"], claims.jti);
+    assert!(app.revoke((&id, &secret), &at, None).await.is_success());
+    assert_eq!(
+        app.introspect((&id, &secret), &at).await,
+        json!({"active": false})
+    );
+}

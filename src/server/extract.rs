@@ -2,18 +2,19 @@
 //! form and JSON parsing that fail with the native error shape, and client
 //! authentication (HTTP Basic or form parameters, RFC 6749 §2.3.1).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
 /// Read the whole body, refusing more than `limit` bytes.
-pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         if is_length_limit(&e) {
             ApiError::new(
@@ -52,8 +53,18 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
+/// Is the media type of the request `want` (lower case), whatever its
+/// parameters and letter case?
+pub fn is_media_type(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(want))
+}
+
 pub fn require_media_type(headers: &HeaderMap, want: &'static str) -> Result<(), ApiError> {
-    if media_type(headers).as_deref() == Some(want) {
+    if is_media_type(headers, want) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -64,38 +75,106 @@ pub fn require_media_type(headers: &HeaderMap, want: &'static str) -> Result<(),
     }
 }
 
-fn decode_component(s: &str) -> Result<String, ApiError> {
-    // Tokens, ids and grant types are mostly plain: one copy, no decoding.
-    if !s.bytes().any(|b| b == b'+' || b == b'%') {
-        return Ok(s.to_owned());
+/// A form component, percent-decoded (`+` is a space). Tokens, ids and
+/// grant types are mostly plain: those are borrowed, not copied.
+fn decode_component(s: &str) -> Result<Cow<'_, str>, ApiError> {
+    if memchr::memchr2(b'+', b'%', s.as_bytes()).is_none() {
+        return Ok(Cow::Borrowed(s));
     }
     let plus_as_space = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus_as_space)
         .decode_utf8()
-        .map(|c| c.into_owned())
+        .map(|c| Cow::Owned(c.into_owned()))
         .map_err(|_| ApiError::invalid_request("form parameters must be valid UTF-8"))
 }
 
+/// Most parameters one form may carry; the requests of every API here
+/// have fewer than 20.
+const MAX_FORM_PARAMETERS: usize = 100;
+
+/// Where a parameter's name or value is: in the body, or decoded.
+#[derive(Debug)]
+enum Part {
+    Raw(std::ops::Range<usize>),
+    Decoded(String),
+}
+
 /// An `application/x-www-form-urlencoded` body. Repeated parameters are an
-/// error (RFC 6749 §3.1), as is anything that is not UTF-8.
+/// error (RFC 6749 §3.1), as is anything that is not UTF-8. Plain names and
+/// values point into the body; only percent-encoded ones are copied.
 #[derive(Debug, Default)]
-pub struct Form(HashMap<String, String>);
+pub struct Form {
+    text: Bytes,
+    pairs: Vec<(Part, Part)>,
+}
 
 impl Form {
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
-        let text = std::str::from_utf8(bytes)
+        Self::from_bytes(Bytes::copy_from_slice(bytes))
+    }
+
+    fn from_bytes(body: Bytes) -> Result<Self, ApiError> {
+        let text = std::str::from_utf8(&body)
             .map_err(|_| ApiError::invalid_request("form body must be valid UTF-8"))?;
-        let mut map = HashMap::new();
-        for pair in text.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (k, v) = (decode_component(k)?, decode_component(v)?);
-            if map.insert(k.clone(), v).is_some() {
+        // A component of `text` at `range`: plain ones stay where they are.
+        let part = |range: std::ops::Range<usize>| -> Result<Part, ApiError> {
+            Ok(match decode_component(&text[range.clone()])? {
+                Cow::Borrowed(_) => Part::Raw(range),
+                Cow::Owned(o) => Part::Decoded(o),
+            })
+        };
+        let mut form = Form {
+            text: Bytes::new(),
+            pairs: Vec::new(),
+        };
+        let mut start = 0;
+        while start <= text.len() {
+            let end =
+                memchr::memchr(b'&', &text.as_bytes()[start..]).map_or(text.len(), |i| start + i);
+            let pair = start..end;
+            start = end + 1;
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = match memchr::memchr(b'=', &text.as_bytes()[pair.clone()]) {
+                Some(i) => (pair.start..pair.start + i, pair.start + i + 1..pair.end),
+                None => (pair.clone(), pair.end..pair.end),
+            };
+            let (k, v) = (part(k)?, part(v)?);
+            if form.pairs.len() == MAX_FORM_PARAMETERS {
                 return Err(ApiError::invalid_request(format!(
-                    "parameter {k:?} is repeated"
+                    "more than {MAX_FORM_PARAMETERS} parameters"
                 )));
             }
+            let name = form.resolve_in(text, &k);
+            if form
+                .pairs
+                .iter()
+                .any(|(seen, _)| form.resolve_in(text, seen) == name)
+            {
+                return Err(ApiError::invalid_request(format!(
+                    "parameter {name:?} is repeated"
+                )));
+            }
+            form.pairs.push((k, v));
         }
-        Ok(Self(map))
+        form.text = body;
+        Ok(form)
+    }
+
+    fn resolve_in<'a>(&'a self, text: &'a str, p: &'a Part) -> &'a str {
+        match p {
+            Part::Raw(r) => &text[r.clone()],
+            Part::Decoded(s) => s,
+        }
+    }
+
+    fn resolve<'a>(&'a self, p: &'a Part) -> &'a str {
+        match p {
+            // Checked to be UTF-8 in `from_bytes`, and split at ASCII bytes.
+            Part::Raw(r) => std::str::from_utf8(&self.text[r.clone()]).unwrap_or_default(),
+            Part::Decoded(s) => s,
+        }
     }
 
     /// Read and parse a form body, checking the content type first.
@@ -104,17 +183,21 @@ impl Form {
         body: Body,
         limit: usize,
     ) -> Result<Self, ApiError> {
-        if media_type(headers).as_deref() != Some("application/x-www-form-urlencoded") {
+        if !is_media_type(headers, "application/x-www-form-urlencoded") {
             return Err(ApiError::invalid_request(
                 "Content-Type must be application/x-www-form-urlencoded",
             ));
         }
-        Self::parse(&read_body(body, limit).await?)
+        Self::from_bytes(read_body(body, limit).await?)
     }
 
     /// A parameter, treating an empty value as absent.
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+        self.pairs
+            .iter()
+            .find(|(name, _)| self.resolve(name) == k)
+            .map(|(_, v)| self.resolve(v))
+            .filter(|v| !v.is_empty())
     }
 
     pub fn require(&self, k: &'static str) -> Result<&str, ApiError> {
@@ -180,8 +263,8 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials
     let id = decode_component(id).map_err(|_| ApiError::invalid_client())?;
     let secret = decode_component(secret).map_err(|_| ApiError::invalid_client())?;
     Ok(Some(ClientCredentials {
-        client_id: id,
-        client_secret: secret,
+        client_id: id.into_owned(),
+        client_secret: secret.into_owned(),
     }))
 }
 
@@ -258,6 +341,14 @@ mod tests {
         assert_eq!(f.get("b"), Some("x y!"));
         assert_eq!(f.get("c"), None);
         assert!(Form::parse(b"a=1&a=2").is_err());
+        // Names are compared decoded.
+        assert!(Form::parse(b"a=1&%61=2").is_err());
+        assert_eq!(Form::parse(b"x%3Dy=1").unwrap().get("x=y"), Some("1"));
+        let many: Vec<String> = (0..=MAX_FORM_PARAMETERS)
+            .map(|i| format!("p{i}=v"))
+            .collect();
+        assert!(Form::parse(many.join("&").as_bytes()).is_err());
+        assert!(Form::parse(many[1..].join("&").as_bytes()).is_ok());
         assert!(Form::parse(b"a=%ff").is_err());
         assert!(Form::parse(&[0x61, 0x3d, 0xff]).is_err());
     }

@@ -7,6 +7,7 @@ mod dialects;
 mod discovery;
 pub mod error;
 pub mod extract;
+mod layer;
 mod oauth;
 mod ops;
 mod sessions;
@@ -18,18 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretBox;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::core::clock::{Clock, SystemClock, UnixTime};
@@ -326,13 +322,9 @@ impl Application {
         ));
         let engine = self.engine.clone();
         let follower = tokio::spawn(async move { engine.follow_changes(stop_rx).await });
-        let result = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let result = axum::serve(self.listener, self.router.into_make_service())
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = follower.await;
@@ -413,39 +405,6 @@ fn routes(state: Arc<AppState>, timeout: Duration) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(middleware::from_fn_with_state(timeout, time_limit))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            // The route template only: raw paths and query strings can
-            // carry ids, codes and OTPs.
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str)
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %req.method(), %route)
-        }))
-        .layer(middleware::from_fn(ops::track))
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                tracing::error!("a request handler panicked");
-                ApiError::internal().into_response()
-            },
-        ))
+        .layer(layer::RequestLayer::new(timeout))
         .with_state(state)
-}
-
-async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            tracing::warn!(?limit, "request timed out");
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "the request took too long; its outcome is unknown, retry later",
-            );
-            e.retry_after = Some(1);
-            e.into_response()
-        }
-    }
 }

@@ -8,20 +8,22 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{client_credentials, Form};
 use super::AppState;
 use crate::core::engine::{
-    with_query, AuthorizationRequest, IssuedTokens, RedirectTargetError, TokenKind,
+    with_query, AuthorizationRequest, IssuedTokens, RedirectTargetError, TokenDescription,
+    TokenKind,
 };
-use crate::core::ids::Scope;
+use crate::core::ids::{Scope, SessionId};
 use crate::core::model::Client;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -57,13 +59,36 @@ impl From<IssuedTokens> for TokenResponse {
     }
 }
 
-/// Token responses must not be cached (RFC 6749 §5.1).
+/// A JSON answer that must not be cached (RFC 6749 §5.1).
 pub fn no_store(body: impl Serialize) -> Response {
-    let mut r = Json(body).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    match to_json(&body) {
+        Some(bytes) => no_store_json(bytes),
+        None => ApiError::internal().into_response(),
+    }
+}
+
+/// `body` as JSON, serialised into one buffer of about the right size.
+fn to_json(body: &impl Serialize) -> Option<Bytes> {
+    let mut buf = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut buf, body) {
+        Ok(()) => Some(buf.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialise a response");
+            None
+        }
+    }
+}
+
+/// [`no_store`] for a body already serialised.
+fn no_store_json(json: Bytes) -> Response {
+    let mut r = Response::new(Body::from(json));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -82,12 +107,11 @@ pub(crate) async fn authenticated_form(
     Ok((client, form))
 }
 
-async fn token(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
-    let (client, form) = authenticated_form(&state, &headers, body).await?;
+// The hot handlers take the whole request: the `HeaderMap` extractor
+// would copy the headers.
+async fn token(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let (client, form) = authenticated_form(&state, &parts.headers, body).await?;
     let issued = match form.require("grant_type")? {
         "client_credentials" => {
             let scope = Scope::parse(form.get("scope").unwrap_or("")).map_err(|e| {
@@ -139,20 +163,20 @@ fn truncate(s: &str) -> &str {
 
 /// RFC 7662 §2.2. Only `active` when the token is not active.
 #[derive(Serialize, Default, utoipa::ToSchema)]
-pub struct IntrospectionResponse {
+pub struct IntrospectionResponse<'a> {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
+    pub client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sub: Option<String>,
+    pub sub: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    pub scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub jti: Option<String>,
+    pub jti: Option<&'a str>,
     /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
@@ -160,51 +184,77 @@ pub struct IntrospectionResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_use: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub sid: Option<&'a SessionId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    pub iss: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<&'a str>,
 }
 
-async fn introspect(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
-    let (caller, form) = authenticated_form(&state, &headers, body).await?;
+impl<'a> From<&'a TokenDescription> for IntrospectionResponse<'a> {
+    fn from(d: &'a TokenDescription) -> Self {
+        let non_empty = |s: &'a str| Some(s).filter(|s| !s.is_empty());
+        match d {
+            TokenDescription::Access(c) => Self {
+                active: true,
+                client_id: Some(&c.client_id),
+                sub: Some(&c.sub),
+                scope: non_empty(&c.scope),
+                exp: Some(c.exp),
+                iat: Some(c.iat),
+                jti: Some(&c.jti),
+                token_type: Some("Bearer"),
+                token_use: Some(TokenKind::Access.as_str()),
+                sid: Some(&c.sid),
+                iss: Some(&c.iss),
+                aud: Some(&c.client_id),
+            },
+            TokenDescription::Refresh(r) => Self {
+                active: true,
+                client_id: Some(&r.client_id),
+                sub: Some(&r.sub),
+                scope: non_empty(&r.scope),
+                exp: Some(r.exp),
+                iat: Some(r.iat),
+                jti: None,
+                token_type: Some("refresh_token"),
+                token_use: Some(TokenKind::Refresh.as_str()),
+                sid: Some(&r.sid),
+                iss: Some(&r.iss),
+                aud: Some(&r.client_id),
+            },
+        }
+    }
+}
+
+async fn introspect(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let (caller, form) = authenticated_form(&state, &parts.headers, body).await?;
     let token = form.require("token")?;
-    let body = match state.engine.introspect(&caller.id, token).await? {
-        None => IntrospectionResponse::default(),
-        Some(d) => IntrospectionResponse {
-            active: true,
-            aud: Some(d.client_id.clone()),
-            client_id: Some(d.client_id),
-            sub: Some(d.sub),
-            scope: Some(d.scope).filter(|s| !s.is_empty()),
-            exp: Some(d.exp),
-            iat: Some(d.iat),
-            jti: d.jti,
-            token_type: Some(match d.kind {
-                TokenKind::Access => "Bearer",
-                TokenKind::Refresh => "refresh_token",
-            }),
-            token_use: Some(d.kind.as_str()),
-            sid: Some(d.sid.to_string()),
-            iss: Some(d.iss),
+    Ok(match state.engine.introspect(&caller.id, token).await? {
+        None => no_store(IntrospectionResponse::default()),
+        // The same for every caller and every check of this token, so it
+        // is rendered once and kept with the verified claims.
+        Some(TokenDescription::Access(claims)) => match claims.rendering.get() {
+            Some(json) => no_store_json(json),
+            None => {
+                let d = TokenDescription::Access(claims.clone());
+                let json =
+                    to_json(&IntrospectionResponse::from(&d)).ok_or_else(ApiError::internal)?;
+                claims.rendering.keep(json.clone());
+                no_store_json(json)
+            }
         },
-    };
-    Ok(no_store(body))
+        Some(d) => no_store(IntrospectionResponse::from(&d)),
+    })
 }
 
 /// RFC 7009: 200 whether or not the token was known; the hint only orders
 /// the search.
-async fn revoke(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
-    let (client, form) = authenticated_form(&state, &headers, body).await?;
+async fn revoke(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let (client, form) = authenticated_form(&state, &parts.headers, body).await?;
     let token = form.require("token")?;
     let hint = match form.get("token_type_hint") {
         Some("access_token") => Some(TokenKind::Access),

@@ -1,13 +1,10 @@
-//! Operations: Prometheus metrics, liveness and readiness, the OpenAPI
-//! document, and the middleware that counts requests.
+//! Operations: Prometheus metrics, liveness and readiness, and the OpenAPI
+//! document. Requests are counted in [`super::layer`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -111,80 +108,6 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             r
         }
     }
-}
-
-/// Count every request by route template (never the raw path, which could
-/// carry ids) and status.
-pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| route_metrics(p.as_str()))
-        .unwrap_or_else(|| route_metrics("unmatched"));
-    let method = req.method().clone();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    route.duration.record(start.elapsed().as_secs_f64());
-    route.count(&method, resp.status().as_u16());
-    resp
-}
-
-/// The metric handles of one route, made once: building a label set per
-/// request costs allocations and a registry lookup each time.
-struct RouteMetrics {
-    route: String,
-    duration: metrics::Histogram,
-    requests: RwLock<HashMap<(Method, u16), metrics::Counter>>,
-}
-
-impl RouteMetrics {
-    fn count(&self, method: &Method, status: u16) {
-        let key = (method.clone(), status);
-        if let Some(c) = self
-            .requests
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            c.increment(1);
-            return;
-        }
-        let counter = metrics::counter!(
-            "tessera_http_requests_total",
-            "route" => self.route.clone(),
-            "method" => method.as_str().to_owned(),
-            "status" => status.to_string()
-        );
-        counter.increment(1);
-        self.requests
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, counter);
-    }
-}
-
-/// The handles of `route` (a route template: a bounded set).
-fn route_metrics(route: &str) -> Arc<RouteMetrics> {
-    static ROUTES: OnceLock<RwLock<HashMap<String, Arc<RouteMetrics>>>> = OnceLock::new();
-    let routes = ROUTES.get_or_init(Default::default);
-    if let Some(r) = routes.read().unwrap_or_else(|p| p.into_inner()).get(route) {
-        return r.clone();
-    }
-    routes
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(route.to_owned())
-        .or_insert_with(|| {
-            Arc::new(RouteMetrics {
-                route: route.to_owned(),
-                duration: metrics::histogram!(
-                    "tessera_http_request_duration_seconds",
-                    "route" => route.to_owned()
-                ),
-                requests: RwLock::new(HashMap::new()),
-            })
-        })
-        .clone()
 }
 
 struct Security;

@@ -21,7 +21,9 @@ pub use clients::NewClient;
 pub use feed::FeedState;
 pub use otp::OtpRejected;
 pub use sessions::OpenSession;
-pub use tokens::{AccessClaims, IssuedTokens, TokenDescription, TokenKind, TokenRejected};
+pub use tokens::{
+    AccessClaims, IssuedTokens, RefreshDescription, TokenDescription, TokenKind, TokenRejected,
+};
 
 use super::clock::{Clock, UnixTime};
 use super::delivery::OtpSender;

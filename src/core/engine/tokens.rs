@@ -36,7 +36,48 @@ pub struct AccessClaims {
     /// Dialect claims (e.g. the GSP `intent`).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Not a claim: see [`Rendering`].
+    #[serde(skip)]
+    pub rendering: Rendering,
 }
+
+/// A slot where an adapter may keep its serialised answer about a token
+/// (the introspection response), which is a function of the claims alone.
+/// It lives with the claims in the verified-signature cache, so a token
+/// checked again and again is described once. Whether the token is still
+/// active is decided on every request, before the slot is read.
+#[derive(Clone, Default)]
+pub struct Rendering(std::sync::OnceLock<bytes::Bytes>);
+
+impl Rendering {
+    pub fn get(&self) -> Option<bytes::Bytes> {
+        self.0.get().cloned()
+    }
+
+    /// Keep `rendered`, unless a rendering is already kept.
+    pub fn keep(&self, rendered: bytes::Bytes) {
+        let _ = self.0.set(rendered);
+    }
+}
+
+impl std::fmt::Debug for Rendering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Rendering(kept)"
+        } else {
+            "Rendering(none)"
+        })
+    }
+}
+
+/// Derived data: never a difference between two sets of claims.
+impl PartialEq for Rendering {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendering {}
 
 /// How many verified access tokens [`VerifiedCache`] holds at most
 /// (≈ 0.5 KB each).
@@ -105,14 +146,21 @@ pub enum TokenRejected {
 
 /// An active token, as introspection describes it (RFC 7662).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenDescription {
-    pub kind: TokenKind,
+pub enum TokenDescription {
+    /// An access token: its verified claims, shared with the
+    /// verified-signature cache.
+    Access(Arc<AccessClaims>),
+    Refresh(RefreshDescription),
+}
+
+/// An active refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshDescription {
     pub client_id: String,
     pub sub: String,
     pub scope: String,
     pub exp: UnixTime,
     pub iat: UnixTime,
-    pub jti: Option<String>,
     pub sid: SessionId,
     pub iss: String,
 }
@@ -403,17 +451,7 @@ impl Engine {
                 .check_access_token(token)
                 .await?
                 .ok()
-                .map(|c| TokenDescription {
-                    kind: TokenKind::Access,
-                    client_id: c.client_id.clone(),
-                    sub: c.sub.clone(),
-                    scope: c.scope.clone(),
-                    exp: c.exp,
-                    iat: c.iat,
-                    jti: Some(c.jti.clone()),
-                    sid: c.sid,
-                    iss: c.iss.clone(),
-                }));
+                .map(TokenDescription::Access));
         }
         if !looks_like_refresh(token) {
             return Ok(None);
@@ -437,17 +475,15 @@ impl Engine {
         else {
             return Ok(None);
         };
-        Ok(Some(TokenDescription {
-            kind: TokenKind::Refresh,
+        Ok(Some(TokenDescription::Refresh(RefreshDescription {
             client_id: rec.client_id.to_string(),
             sub: session.subject.to_string(),
             scope: session.scope.as_str().to_owned(),
             exp: rec.expires_at,
             iat: rec.issued_at,
-            jti: None,
             sid: session.id,
             iss: self.settings.issuer.clone(),
-        }))
+        })))
     }
 
     /// The session a token belongs to and the client it was issued to, if
