@@ -1036,6 +1036,10 @@ fn run_batch(db: &Database, mut batch: Vec<Job>, commits: &AtomicU64) {
 }
 
 fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+    // For operators: how full the group commits are and how long each
+    // takes (apply, write and fsync), which bound every durable write.
+    let batch_ops = metrics::histogram!("tessera_store_batch_ops");
+    let batch_seconds = metrics::histogram!("tessera_store_batch_seconds");
     // Ends once every sender is dropped and the queue is drained.
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -1045,7 +1049,10 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>, commits: Arc<Atom
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
+        batch_ops.record(batch.len() as f64);
         run_batch(&db, batch, &commits);
+        batch_seconds.record(started.elapsed().as_secs_f64());
     }
 }
 
