@@ -219,6 +219,9 @@ impl Application {
         clock: Arc<dyn Clock>,
         store: Option<Arc<dyn Store>>,
     ) -> anyhow::Result<Self> {
+        // First: handles made before the recorder exists (the store's
+        // writer makes its own at open) would count into nothing.
+        let metrics = ops::metrics_handle();
         let dir = settings.data_dir.clone();
         ensure_private_dir(&dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
@@ -287,7 +290,7 @@ impl Application {
             }),
             engine: engine.clone(),
             admin_token_hash,
-            metrics: ops::metrics_handle(),
+            metrics,
             max_body: settings.max_body_bytes,
         });
         let router = routes(state, Duration::from_secs(settings.request_timeout_seconds));

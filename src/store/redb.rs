@@ -995,7 +995,9 @@ fn apply_and_commit(
         }
         return Err(e);
     }
+    let started = std::time::Instant::now();
     txn.commit().ctx("commit").map_err(BatchError::Storage)?;
+    metrics::histogram!("tessera_store_commit_seconds").record(started.elapsed().as_secs_f64());
     commits.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
