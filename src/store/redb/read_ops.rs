@@ -1,0 +1,121 @@
+//! Read operations, each on its own read transaction.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// read operations, each on its own read transaction
+
+pub(super) fn read_list_clients(rt: &ReadTransaction) -> StoreResult<Vec<Client>> {
+    let t = rt.open_table(CLIENTS).ctx("open clients")?;
+    let rows = t.iter().ctx("scan clients")?;
+    rows.map(|row| {
+        let (_, v) = row.ctx("scan clients")?;
+        decode("clients", v.value())
+    })
+    .collect()
+}
+
+pub(super) fn read_by_reference(
+    rt: &ReadTransaction,
+    client: &ClientId,
+    reference: &TokenHash,
+) -> StoreResult<Option<Session>> {
+    let refs = rt.open_table(REFERENCES).ctx("open references")?;
+    let Some(id) = refs
+        .get((client.as_str(), *reference))
+        .ctx("read reference")?
+    else {
+        return Ok(None);
+    };
+    let sessions = rt.open_table(SESSIONS).ctx("open sessions")?;
+    let found = load_session(&sessions, &id.value())?;
+    Ok(found.filter(|s| s.ended.is_none()))
+}
+
+/// Candidates from the narrowest index the filter allows; the full scan
+/// only happens when the caller asked for everything.
+pub(super) fn candidate_sessions(
+    rt: &ReadTransaction,
+    filter: &SessionFilter,
+) -> StoreResult<Vec<Session>> {
+    let sessions = rt.open_table(SESSIONS).ctx("open sessions")?;
+    let ids = match (&filter.subject, &filter.client_id) {
+        (Some(sub), _) => ids_under(
+            &rt.open_table(BY_SUBJECT).ctx("open sessions_by_subject")?,
+            sub.as_str(),
+        )?,
+        (None, Some(c)) => ids_under(
+            &rt.open_table(BY_CLIENT).ctx("open sessions_by_client")?,
+            c.as_str(),
+        )?,
+        (None, None) => {
+            let rows = sessions.iter().ctx("scan sessions")?;
+            return rows
+                .map(|row| compact::decode_session(row.ctx("scan sessions")?.1.value()))
+                .collect();
+        }
+    };
+    load_sessions(&sessions, &ids)
+}
+
+pub(super) fn read_list_sessions(
+    rt: &ReadTransaction,
+    filter: &SessionFilter,
+    now: UnixTime,
+) -> StoreResult<Vec<Session>> {
+    let mut out: Vec<Session> = candidate_sessions(rt, filter)?
+        .into_iter()
+        .filter(|s| filter.client_id.as_ref().is_none_or(|c| &s.client_id == c))
+        .filter(|s| filter.include_ended || s.is_live(now))
+        .collect();
+    out.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    if filter.limit > 0 {
+        out.truncate(filter.limit);
+    }
+    Ok(out)
+}
+
+pub(super) fn read_not_ended(
+    rt: &ReadTransaction,
+    index: TableDefinition<(&str, Id), ()>,
+    prefix: &str,
+    client: Option<&ClientId>,
+) -> StoreResult<Vec<SessionId>> {
+    let ids = ids_under(&rt.open_table(index).ctx("open session index")?, prefix)?;
+    let sessions = rt.open_table(SESSIONS).ctx("open sessions")?;
+    Ok(load_sessions(&sessions, &ids)?
+        .into_iter()
+        .filter(|s| s.ended.is_none())
+        .filter(|s| client.is_none_or(|c| &s.client_id == c))
+        .map(|s| s.id)
+        .collect())
+}
+
+pub(super) fn read_active_revocations(
+    rt: &ReadTransaction,
+    now: UnixTime,
+) -> StoreResult<Vec<(SessionId, UnixTime)>> {
+    let t = rt.open_table(REVOKED).ctx("open revoked")?;
+    let rows = t
+        .range::<(i64, Id)>((Bound::Excluded((now, MAX_ID)), Bound::Unbounded))
+        .ctx("scan revoked")?;
+    rows.map(|row| {
+        let (k, _) = row.ctx("scan revoked")?;
+        let (until, id) = k.value();
+        Ok((SessionId::from_bytes(id), until))
+    })
+    .collect()
+}
+
+pub(super) fn read_audit_log(rt: &ReadTransaction, limit: usize) -> StoreResult<Vec<Revocation>> {
+    let t = rt.open_table(AUDIT).ctx("open audit")?;
+    let rows = t.iter().ctx("scan audit")?;
+    rows.rev()
+        .take(limit)
+        .map(|row| decode("audit", row.ctx("scan audit")?.1.value()))
+        .collect()
+}

@@ -1,0 +1,393 @@
+//! The schema of the embedded store, the tables of one write
+//! transaction, and the reads that work on a read transaction's tables
+//! and a write's alike.
+
+use super::*;
+
+pub(super) const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients");
+pub(super) const SESSIONS: TableDefinition<Id, &[u8]> = TableDefinition::new("sessions");
+pub(super) const BY_SUBJECT: TableDefinition<(&str, Id), ()> =
+    TableDefinition::new("sessions_by_subject");
+pub(super) const BY_CLIENT: TableDefinition<(&str, Id), ()> =
+    TableDefinition::new("sessions_by_client");
+pub(super) const LIVE: TableDefinition<(i64, Id), ()> = TableDefinition::new("live_by_expiry");
+pub(super) const DELETE_QUEUE: TableDefinition<(i64, Id), ()> =
+    TableDefinition::new("delete_queue");
+pub(super) const REFERENCES: TableDefinition<(&str, TokenHash), Id> =
+    TableDefinition::new("references");
+pub(super) const REFRESH: TableDefinition<TokenHash, &[u8]> = TableDefinition::new("refresh");
+pub(super) const REFRESH_BY_EXPIRY: TableDefinition<(i64, TokenHash), ()> =
+    TableDefinition::new("refresh_by_expiry");
+pub(super) const REVOKED: TableDefinition<(i64, Id), ()> = TableDefinition::new("revoked");
+pub(super) const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
+pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
+pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
+    TableDefinition::new("grants_by_expiry");
+
+/// Upper bound on ops per transaction, so one commit never holds up the
+/// callers of a long queue for long.
+pub(super) const MAX_BATCH: usize = 512;
+/// Callers wait (asynchronously) once this many writes are queued, which
+/// bounds memory when the disk cannot keep up.
+pub(super) const QUEUE_CAPACITY: usize = 4096;
+
+pub(super) const MIN_ID: Id = [0; 16];
+pub(super) const MAX_ID: Id = [0xff; 16];
+pub(super) const MAX_HASH: TokenHash = [0xff; 32];
+
+/// The on-disk code of a grant kind. It is part of stored keys: never
+/// renumber, only add.
+pub(super) fn kind_code(kind: GrantKind) -> u8 {
+    match kind {
+        GrantKind::Otp => 1,
+        GrantKind::LoginChallenge => 2,
+        GrantKind::AuthorizationCode => 3,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// errors and encoding
+
+/// Turns a redb error into `Unavailable`, logging it with what was being done.
+pub(super) trait Ctx<T> {
+    fn ctx(self, what: &'static str) -> StoreResult<T>;
+}
+
+impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: &'static str) -> StoreResult<T> {
+        self.map_err(|e| {
+            let e: redb::Error = e.into();
+            tracing::error!(op = what, error = %e, "redb storage error");
+            StoreError::Unavailable(format!("{what}: {e}"))
+        })
+    }
+}
+
+/// serde_json messages can quote record content (secret hashes, claims), so
+/// only the error's category and position leave this function.
+pub(super) fn json_detail(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+pub(super) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let detail = json_detail(&e);
+        tracing::error!(table, %detail, "undecodable record");
+        StoreError::Corrupt { table, detail }
+    })
+}
+
+pub(super) fn encode<T: Serialize>(table: &'static str, value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| {
+        let detail = json_detail(&e);
+        tracing::error!(table, %detail, "unencodable record");
+        StoreError::Corrupt { table, detail }
+    })
+}
+
+pub(super) fn writer_gone() -> StoreError {
+    tracing::error!("redb writer thread is gone");
+    StoreError::Unavailable("store writer stopped".into())
+}
+
+// ---------------------------------------------------------------------------
+// shared reads: usable on a read transaction's tables and a write's
+
+pub(super) fn load_client(
+    t: &impl ReadableTable<&'static str, Bytes>,
+    id: &str,
+) -> StoreResult<Option<Client>> {
+    match t.get(id).ctx("read client")? {
+        Some(v) => decode("clients", v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn load_session(
+    t: &impl ReadableTable<Id, Bytes>,
+    id: &Id,
+) -> StoreResult<Option<Session>> {
+    match t.get(id).ctx("read session")? {
+        Some(v) => compact::decode_session(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn load_refresh(
+    t: &impl ReadableTable<TokenHash, Bytes>,
+    hash: &TokenHash,
+) -> StoreResult<Option<RefreshRecord>> {
+    match t.get(hash).ctx("read refresh token")? {
+        Some(v) => compact::decode_refresh(hash, v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn load_grant(
+    t: &impl ReadableTable<GrantId, GrantRow>,
+    id: GrantId,
+) -> StoreResult<Option<Grant>> {
+    Ok(t.get(id).ctx("read grant")?.map(|v| {
+        let (version, expires_at, value) = v.value();
+        Grant {
+            value: value.to_vec(),
+            version,
+            expires_at,
+        }
+    }))
+}
+
+/// A grant's (version, expires_at), without copying its value.
+pub(super) fn grant_head(
+    t: &impl ReadableTable<GrantId, GrantRow>,
+    id: GrantId,
+) -> StoreResult<Option<(u64, i64)>> {
+    Ok(t.get(id).ctx("read grant")?.map(|v| {
+        let (version, expires_at, _) = v.value();
+        (version, expires_at)
+    }))
+}
+
+/// Session ids indexed under `prefix` (a subject or a client id).
+pub(super) fn ids_under(
+    t: &impl ReadableTable<Keyed<Id>, ()>,
+    prefix: &str,
+) -> StoreResult<Vec<Id>> {
+    let rows = t
+        .range((prefix, MIN_ID)..=(prefix, MAX_ID))
+        .ctx("scan session index")?;
+    rows.map(|row| row.map(|(k, _)| k.value().1).ctx("scan session index"))
+        .collect()
+}
+
+/// Index rows may outlive a record only if the record was corrupt and
+/// swept; skipping them keeps readers working.
+pub(super) fn load_sessions(
+    t: &impl ReadableTable<Id, Bytes>,
+    ids: &[Id],
+) -> StoreResult<Vec<Session>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(s) = load_session(t, id)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Keys of the first `limit` rows at or before `upto` in a time-ordered index.
+pub(super) fn due_keys<K>(
+    t: &impl ReadableTable<(i64, K), ()>,
+    upto: (i64, K),
+    limit: usize,
+) -> StoreResult<Vec<(i64, K)>>
+where
+    K: redb::Key + Copy + 'static + for<'a> redb::Value<SelfType<'a> = K>,
+{
+    let rows = t.range(..=upto).ctx("scan time index")?;
+    rows.take(limit)
+        .map(|row| row.map(|(k, _)| k.value()).ctx("scan time index"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// the write side: every table of one write transaction
+
+pub(super) struct Tables<'t> {
+    pub(super) clients: Table<'t, &'static str, Bytes>,
+    pub(super) sessions: Table<'t, Id, Bytes>,
+    pub(super) by_subject: Table<'t, Keyed<Id>, ()>,
+    pub(super) by_client: Table<'t, Keyed<Id>, ()>,
+    pub(super) live: Table<'t, (i64, Id), ()>,
+    pub(super) delete_queue: Table<'t, (i64, Id), ()>,
+    pub(super) references: Table<'t, Keyed<TokenHash>, Id>,
+    pub(super) refresh: Table<'t, TokenHash, Bytes>,
+    pub(super) refresh_by_expiry: Table<'t, (i64, TokenHash), ()>,
+    pub(super) revoked: Table<'t, (i64, Id), ()>,
+    pub(super) audit: Table<'t, (i64, u64), Bytes>,
+    pub(super) grants: Table<'t, GrantId, GrantRow>,
+    pub(super) grants_by_expiry: Table<'t, (i64, u8, TokenHash), ()>,
+}
+
+impl<'t> Tables<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction) -> StoreResult<Self> {
+        Ok(Self {
+            clients: txn.open_table(CLIENTS).ctx("open clients")?,
+            sessions: txn.open_table(SESSIONS).ctx("open sessions")?,
+            by_subject: txn.open_table(BY_SUBJECT).ctx("open sessions_by_subject")?,
+            by_client: txn.open_table(BY_CLIENT).ctx("open sessions_by_client")?,
+            live: txn.open_table(LIVE).ctx("open live_by_expiry")?,
+            delete_queue: txn.open_table(DELETE_QUEUE).ctx("open delete_queue")?,
+            references: txn.open_table(REFERENCES).ctx("open references")?,
+            refresh: txn.open_table(REFRESH).ctx("open refresh")?,
+            refresh_by_expiry: txn
+                .open_table(REFRESH_BY_EXPIRY)
+                .ctx("open refresh_by_expiry")?,
+            revoked: txn.open_table(REVOKED).ctx("open revoked")?,
+            audit: txn.open_table(AUDIT).ctx("open audit")?,
+            grants: txn.open_table(GRANTS).ctx("open grants")?,
+            grants_by_expiry: txn
+                .open_table(GRANTS_BY_EXPIRY)
+                .ctx("open grants_by_expiry")?,
+        })
+    }
+
+    pub(super) fn put_client(&mut self, c: &Client) -> StoreResult<()> {
+        let bytes = encode("clients", c)?;
+        self.clients
+            .insert(c.id.as_str(), bytes.as_slice())
+            .ctx("write client")?;
+        Ok(())
+    }
+
+    /// Writes the record only; callers keep the indexes in step.
+    pub(super) fn put_session(&mut self, s: &Session) -> StoreResult<()> {
+        let bytes = compact::encode_session(s)?;
+        self.sessions
+            .insert(s.id.as_bytes(), bytes.as_slice())
+            .ctx("write session")?;
+        Ok(())
+    }
+
+    pub(super) fn put_refresh(&mut self, r: &RefreshRecord) -> StoreResult<()> {
+        let bytes = compact::encode_refresh(r);
+        self.refresh
+            .insert(&r.hash, bytes.as_slice())
+            .ctx("write refresh token")?;
+        self.refresh_by_expiry
+            .insert((r.expires_at, r.hash), ())
+            .ctx("write refresh index")?;
+        Ok(())
+    }
+
+    /// Writes a grant row; callers keep `grants_by_expiry` in step.
+    pub(super) fn write_grant(
+        &mut self,
+        id: GrantId,
+        version: u64,
+        expires_at: UnixTime,
+        value: &[u8],
+    ) -> StoreResult<()> {
+        self.grants
+            .insert(id, (version, expires_at, value))
+            .ctx("write grant")?;
+        Ok(())
+    }
+
+    /// The not-ended session holding `reference` for `client`, if its record
+    /// still exists.
+    pub(super) fn reference_holder(
+        &self,
+        client: &ClientId,
+        reference: &TokenHash,
+    ) -> StoreResult<Option<Id>> {
+        let key = (client.as_str(), *reference);
+        let Some(id) = self
+            .references
+            .get(key)
+            .ctx("read reference")?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        Ok(self.sessions.get(&id).ctx("read session")?.map(|_| id))
+    }
+
+    pub(super) fn insert_indexes(&mut self, s: &Session) -> StoreResult<()> {
+        let id = *s.id.as_bytes();
+        self.by_subject
+            .insert((s.subject.as_str(), id), ())
+            .ctx("write subject index")?;
+        self.by_client
+            .insert((s.client_id.as_str(), id), ())
+            .ctx("write client index")?;
+        self.delete_queue
+            .insert((s.delete_after, id), ())
+            .ctx("write delete queue")?;
+        if s.ended.is_none() {
+            self.live
+                .insert((s.expires_at, id), ())
+                .ctx("write live index")?;
+            if let Some(r) = &s.reference {
+                self.references
+                    .insert((s.client_id.as_str(), *r), id)
+                    .ctx("write reference")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the rows that only a not-ended session has.
+    pub(super) fn remove_live_indexes(&mut self, s: &Session) -> StoreResult<()> {
+        let id = *s.id.as_bytes();
+        self.live
+            .remove((s.expires_at, id))
+            .ctx("remove live index")?;
+        if let Some(r) = &s.reference {
+            let key = (s.client_id.as_str(), *r);
+            let held_by_this = self
+                .references
+                .get(key)
+                .ctx("read reference")?
+                .map(|v| v.value());
+            if held_by_this == Some(id) {
+                self.references.remove(key).ctx("remove reference")?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_indexes(&mut self, s: &Session) -> StoreResult<()> {
+        let id = *s.id.as_bytes();
+        self.remove_live_indexes(s)?;
+        self.by_subject
+            .remove((s.subject.as_str(), id))
+            .ctx("remove subject index")?;
+        self.by_client
+            .remove((s.client_id.as_str(), id))
+            .ctx("remove client index")?;
+        // The revoked row is left to its own sweep: it is due by now anyway
+        // (retention never ends before the cover).
+        self.delete_queue
+            .remove((s.delete_after, id))
+            .ctx("remove delete queue row")?;
+        Ok(())
+    }
+
+    pub(super) fn set_delete_after(&mut self, s: &mut Session, at: UnixTime) -> StoreResult<()> {
+        let id = *s.id.as_bytes();
+        self.delete_queue
+            .remove((s.delete_after, id))
+            .ctx("remove delete queue row")?;
+        s.delete_after = at;
+        self.delete_queue
+            .insert((at, id), ())
+            .ctx("write delete queue")?;
+        Ok(())
+    }
+
+    pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<()> {
+        let at = rev.ended.at;
+        // Several ends can share a second; the sequence keeps their order.
+        let seq = {
+            let mut same_second = self
+                .audit
+                .range((at, 0u64)..=(at, u64::MAX))
+                .ctx("scan audit")?;
+            match same_second.next_back() {
+                Some(row) => row.ctx("scan audit")?.0.value().1.saturating_add(1),
+                None => 0,
+            }
+        };
+        let bytes = encode("audit", rev)?;
+        self.audit
+            .insert((at, seq), bytes.as_slice())
+            .ctx("write audit")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,509 @@
+//! Unit tests of the embedded store's internals.
+
+use super::*;
+use crate::core::ids::Scope;
+use crate::core::model::{Actor, EndReason, GrantType};
+
+fn client(id: &str) -> Client {
+    Client {
+        id: ClientId::parse(id).unwrap(),
+        name: id.into(),
+        secret_hash: "$argon2id$test".into(),
+        payload_key_sealed: None,
+        redirect_uris: Vec::new(),
+        grant_types: GrantType::defaults(),
+        access_token_ttl: None,
+        refresh_token_ttl: None,
+        created_at: 1,
+        secret_version: 0,
+    }
+}
+
+fn session(client: &ClientId, at: UnixTime) -> Session {
+    Session {
+        id: SessionId::generate(),
+        client_id: client.clone(),
+        subject: Subject::parse("alice").unwrap(),
+        scope: Scope::default(),
+        claims: serde_json::Map::new(),
+        token_claims: serde_json::Map::new(),
+        dialect: "native".into(),
+        reference: None,
+        created_at: at,
+        expires_at: at + 3600,
+        access_cover_until: at + 300,
+        delete_after: at + 7200,
+        ended: None,
+    }
+}
+
+fn refresh(s: &Session) -> RefreshRecord {
+    RefreshRecord {
+        hash: crate::core::secrets::random_bytes::<32>(),
+        session_id: s.id,
+        client_id: s.client_id.clone(),
+        issued_at: s.created_at,
+        expires_at: s.expires_at,
+        state: RefreshState::Current,
+    }
+}
+
+fn bare_db(dir: &tempfile::TempDir) -> Database {
+    let db = Database::create(dir.path().join("bare.redb")).unwrap();
+    create_tables(&db).unwrap();
+    db
+}
+
+fn client_job(name: &'static str, c: Client) -> (Job, oneshot::Receiver<StoreResult<()>>) {
+    job(name, move |t| insert_client(t, &c))
+}
+
+#[test]
+fn ops_of_one_batch_see_each_other_and_commit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let commits = AtomicU64::new(0);
+    let (first, mut first_rx) = client_job("first", client("dup"));
+    let (second, mut second_rx) = client_job("second", client("dup"));
+    let renamed = Client {
+        name: "renamed".into(),
+        secret_version: 1,
+        ..client("dup")
+    };
+    let stale_copy = Client {
+        name: "stale".into(),
+        secret_version: 1,
+        ..client("dup")
+    };
+    let (update, mut update_rx) = job("update", move |t| update_client(t, &renamed, 0));
+    let (stale, mut stale_rx) = job("stale", move |t| update_client(t, &stale_copy, 0));
+    run_batch(&db, vec![first, second, update, stale], &commits);
+    assert!(matches!(first_rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(
+        second_rx.try_recv(),
+        Ok(Err(StoreError::Conflict("client")))
+    ));
+    assert!(
+        matches!(update_rx.try_recv(), Ok(Ok(true))),
+        "sees the insert"
+    );
+    assert!(
+        matches!(stale_rx.try_recv(), Ok(Ok(false))),
+        "sees the update's version"
+    );
+    assert_eq!(commits.load(Ordering::Relaxed), 1);
+    let rt = db.begin_read().unwrap();
+    let stored = load_client(&rt.open_table(CLIENTS).unwrap(), "dup").unwrap();
+    assert_eq!(stored.map(|c| c.name), Some("renamed".to_owned()));
+}
+
+#[test]
+fn a_session_after_its_clients_delete_in_one_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let commits = AtomicU64::new(0);
+    let owner = client("owner");
+    let (before, after) = (session(&owner.id, 1000), session(&owner.id, 1000));
+    let (before_r, after_r) = (refresh(&before), refresh(&after));
+    let gone_id = owner.id.clone();
+    let (insert, mut insert_rx) = client_job("insert", owner);
+    let (first, mut first_rx) = job("first", move |t| {
+        create_session(t, &before, Some(&before_r))
+    });
+    let (delete, mut delete_rx) = job("delete", move |t| delete_client(t, &gone_id));
+    let (late, mut late_rx) = {
+        let (after, after_r) = (after.clone(), after_r.clone());
+        job("late", move |t| create_session(t, &after, Some(&after_r)))
+    };
+    run_batch(&db, vec![insert, first, delete, late], &commits);
+    assert!(matches!(insert_rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(first_rx.try_recv(), Ok(Ok(()))), "sees the insert");
+    assert!(matches!(delete_rx.try_recv(), Ok(Ok(true))));
+    assert!(
+        matches!(late_rx.try_recv(), Ok(Err(StoreError::Missing("client")))),
+        "sees the delete"
+    );
+    assert_eq!(
+        commits.load(Ordering::Relaxed),
+        1,
+        "a refused session does not fail its batch"
+    );
+    let rt = db.begin_read().unwrap();
+    let sessions = rt.open_table(SESSIONS).unwrap();
+    assert!(load_session(&sessions, after.id.as_bytes())
+        .unwrap()
+        .is_none());
+    let refresh_t = rt.open_table(REFRESH).unwrap();
+    assert!(load_refresh(&refresh_t, &after_r.hash).unwrap().is_none());
+    let by_client = rt.open_table(BY_CLIENT).unwrap();
+    assert_eq!(ids_under(&by_client, "owner").unwrap().len(), 1);
+}
+
+#[test]
+fn a_failing_op_does_not_fail_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let commits = AtomicU64::new(0);
+    let (a, mut a_rx) = client_job("a", client("a"));
+    let (bad, mut bad_rx) = job("bad", |t: &mut Tables<'_>| -> StoreResult<()> {
+        insert_client(t, &client("half-done"))?;
+        Err(StoreError::Corrupt {
+            table: "clients",
+            detail: "test".into(),
+        })
+    });
+    let (b, mut b_rx) = client_job("b", client("b"));
+    run_batch(&db, vec![a, bad, b], &commits);
+    assert!(matches!(a_rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(
+        bad_rx.try_recv(),
+        Ok(Err(StoreError::Corrupt { .. }))
+    ));
+    assert!(matches!(b_rx.try_recv(), Ok(Ok(()))));
+    assert_eq!(
+        commits.load(Ordering::Relaxed),
+        2,
+        "the two good ops, one each"
+    );
+    let rt = db.begin_read().unwrap();
+    let clients = rt.open_table(CLIENTS).unwrap();
+    assert!(load_client(&clients, "a").unwrap().is_some());
+    assert!(load_client(&clients, "b").unwrap().is_some());
+    assert!(
+        load_client(&clients, "half-done").unwrap().is_none(),
+        "failed op rolled back"
+    );
+}
+
+#[test]
+fn grant_ops_of_one_batch_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let commits = AtomicU64::new(0);
+    let id = (kind_code(GrantKind::Otp), [7; 32]);
+    let gone = (kind_code(GrantKind::AuthorizationCode), [7; 32]);
+    let (put, mut put_rx) = job("put", move |t| put_grant(t, id, b"a", 100));
+    let (swap, mut swap_rx) = job("swap", move |t| swap_grant(t, id, 1, Some(b"b".as_slice())));
+    let (stale, mut stale_rx) = job("stale", move |t| {
+        swap_grant(t, id, 1, Some(b"c".as_slice()))
+    });
+    let (replace, mut replace_rx) = job("replace", move |t| put_grant(t, id, b"d", 200));
+    let (made, mut made_rx) = job("made", move |t| put_grant(t, gone, b"x", 100));
+    let (used, mut used_rx) = job("used", move |t| swap_grant(t, gone, 1, None));
+    run_batch(&db, vec![put, swap, stale, replace, made, used], &commits);
+    assert!(matches!(put_rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(swap_rx.try_recv(), Ok(Ok(true))), "sees the put");
+    assert!(
+        matches!(stale_rx.try_recv(), Ok(Ok(false))),
+        "sees the swap"
+    );
+    assert!(matches!(replace_rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(made_rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(used_rx.try_recv(), Ok(Ok(true))));
+    assert_eq!(commits.load(Ordering::Relaxed), 1);
+
+    let rt = db.begin_read().unwrap();
+    let grants = rt.open_table(GRANTS).unwrap();
+    let expected = Grant {
+        value: b"d".to_vec(),
+        version: 3,
+        expires_at: 200,
+    };
+    assert_eq!(load_grant(&grants, id).unwrap(), Some(expected));
+    assert_eq!(load_grant(&grants, gone).unwrap(), None);
+    let index = rt.open_table(GRANTS_BY_EXPIRY).unwrap();
+    let rows: Vec<(i64, u8, TokenHash)> = index
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().0.value())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(200, id.0, id.1)],
+        "one row per grant, current expiry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_batches_concurrent_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let before = store.commit_count();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (store, s) = (store.clone(), session(&owner.id, 1000 + i));
+            tokio::spawn(async move {
+                store
+                    .create_session(&s, Some(&refresh(&s)))
+                    .await
+                    .map(|()| s)
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for t in tasks {
+        made.push(t.await.unwrap().unwrap());
+    }
+    let used = store.commit_count() - before;
+    assert!(used < 200, "200 writes took {used} commits");
+    for s in &made {
+        assert_eq!(store.get_session(&s.id).await.unwrap().as_ref(), Some(s));
+    }
+}
+
+#[tokio::test]
+async fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let owner = client("owner");
+    let (kept, ended) = (session(&owner.id, 1000), session(&owner.id, 1000));
+    let r = refresh(&kept);
+    store.insert_client(&owner).await.unwrap();
+    store.create_session(&kept, Some(&r)).await.unwrap();
+    store.create_session(&ended, None).await.unwrap();
+    let end = Ended {
+        at: 1010,
+        reason: EndReason::Logout,
+        by: Actor::Client(owner.id.clone()),
+    };
+    store.end_sessions(&[ended.id], &end, 2000).await.unwrap();
+    let code = [9; 32];
+    store
+        .put_grant(GrantKind::AuthorizationCode, &code, b"{\"n\":1}", 5000)
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = RedbStore::open(&path).unwrap();
+    store.ping().await.unwrap();
+    assert_eq!(store.get_client(&owner.id).await.unwrap(), Some(owner));
+    assert_eq!(store.get_session(&kept.id).await.unwrap(), Some(kept));
+    assert_eq!(store.get_refresh(&r.hash).await.unwrap(), Some(r));
+    assert_eq!(
+        store
+            .get_session(&ended.id)
+            .await
+            .unwrap()
+            .and_then(|s| s.ended),
+        Some(end)
+    );
+    assert_eq!(store.live_session_count().await.unwrap(), 1);
+    assert_eq!(
+        store.active_revocations(1010).await.unwrap(),
+        vec![(ended.id, 1300)]
+    );
+    assert_eq!(store.audit_log(10).await.unwrap().len(), 1);
+    let grant = Grant {
+        value: b"{\"n\":1}".to_vec(),
+        version: 1,
+        expires_at: 5000,
+    };
+    assert_eq!(
+        store
+            .get_grant(GrantKind::AuthorizationCode, &code)
+            .await
+            .unwrap(),
+        Some(grant)
+    );
+}
+
+/// The first byte of a stored session or refresh record.
+fn stored_format(store: &RedbStore, id: &SessionId, hash: &TokenHash) -> (u8, u8) {
+    let rt = store.inner.db.begin_read().unwrap();
+    let s = rt.open_table(SESSIONS).unwrap();
+    let r = rt.open_table(REFRESH).unwrap();
+    let first = |v: Option<redb::AccessGuard<'_, Bytes>>| v.unwrap().value()[0];
+    (
+        first(s.get(id.as_bytes()).unwrap()),
+        first(r.get(hash).unwrap()),
+    )
+}
+
+/// Files written before the compact format hold JSON records: they
+/// read, rotate, end and list as before, and are rewritten compact.
+#[tokio::test]
+async fn json_records_of_older_files_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let mut s = session(&owner.id, 1000);
+    s.claims
+        .insert("name".into(), serde_json::Value::from("Alice"));
+    s.reference = Some([5; 32]);
+    let r = refresh(&s);
+    store.create_session(&s, Some(&r)).await.unwrap();
+    assert_eq!(stored_format(&store, &s.id, &r.hash), (1, 1));
+    // Replace the records with JSON, as an older version wrote them.
+    let txn = store.inner.db.begin_write().unwrap();
+    {
+        let mut t = Tables::open(&txn).unwrap();
+        let json = serde_json::to_vec(&s).unwrap();
+        t.sessions.insert(s.id.as_bytes(), json.as_slice()).unwrap();
+        let json = serde_json::to_vec(&r).unwrap();
+        t.refresh.insert(&r.hash, json.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    assert_eq!(stored_format(&store, &s.id, &r.hash), (b'{', b'{'));
+
+    assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    assert_eq!(store.get_refresh(&r.hash).await.unwrap(), Some(r.clone()));
+    let listed = store
+        .list_sessions(&SessionFilter::default(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![s.clone()]);
+
+    let mut next = refresh(&s);
+    next.issued_at = 1100;
+    assert_eq!(
+        store
+            .rotate_refresh(&r.hash, &next, 1100, 1400)
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated
+    );
+    let retired = store.get_refresh(&r.hash).await.unwrap().unwrap();
+    assert_eq!(
+        retired.state,
+        RefreshState::Retired {
+            at: 1100,
+            successor: next.hash
+        }
+    );
+    let end = Ended {
+        at: 1200,
+        reason: EndReason::Logout,
+        by: Actor::Client(owner.id.clone()),
+    };
+    assert_eq!(
+        store.end_sessions(&[s.id], &end, 5000).await.unwrap().len(),
+        1
+    );
+    let got = store.get_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.ended, Some(end));
+    assert_eq!(got.claims, s.claims);
+    assert_eq!(got.reference, s.reference);
+    assert_eq!(stored_format(&store, &s.id, &r.hash), (1, 1));
+}
+
+#[cfg(unix)]
+#[test]
+fn file_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    drop(RedbStore::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Plants bytes that are not JSON where a session belongs.
+fn plant_garbage(store: &RedbStore, id: &SessionId, delete_after: i64) {
+    let txn = store.inner.db.begin_write().unwrap();
+    {
+        let mut t = Tables::open(&txn).unwrap();
+        t.sessions
+            .insert(id.as_bytes(), b"{not json".as_slice())
+            .unwrap();
+        t.delete_queue
+            .insert((delete_after, *id.as_bytes()), ())
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_record_is_reported_and_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let id = SessionId::generate();
+    plant_garbage(&store, &id, 500);
+    let got = store.get_session(&id).await;
+    assert!(matches!(
+        got,
+        Err(StoreError::Corrupt {
+            table: "sessions",
+            ..
+        })
+    ));
+    let end = Ended {
+        at: 10,
+        reason: EndReason::AdminRevoked,
+        by: Actor::Admin,
+    };
+    let ended = store.end_sessions(&[id], &end, 100).await;
+    assert!(matches!(ended, Err(StoreError::Corrupt { .. })));
+    // The writer carries on after a failed op.
+    store.insert_client(&client("after")).await.unwrap();
+    assert_eq!(store.sweep(1000, 0, 10).await.unwrap().sessions, 1);
+    assert_eq!(store.get_session(&id).await.unwrap(), None);
+}
+
+fn row_counts(store: &RedbStore) -> Vec<u64> {
+    let txn = store.inner.db.begin_write().unwrap();
+    let t = Tables::open(&txn).unwrap();
+    let counts = vec![
+        t.sessions.len().unwrap(),
+        t.by_subject.len().unwrap(),
+        t.by_client.len().unwrap(),
+        t.live.len().unwrap(),
+        t.delete_queue.len().unwrap(),
+        t.references.len().unwrap(),
+        t.refresh.len().unwrap(),
+        t.refresh_by_expiry.len().unwrap(),
+        t.revoked.len().unwrap(),
+        t.audit.len().unwrap(),
+        t.grants.len().unwrap(),
+        t.grants_by_expiry.len().unwrap(),
+    ];
+    drop(t);
+    txn.abort().unwrap();
+    counts
+}
+
+#[tokio::test]
+async fn sweeping_everything_leaves_no_index_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let s = Session {
+            reference: Some([i as u8; 32]),
+            ..session(&owner.id, 1000 + i)
+        };
+        let r = refresh(&s);
+        store.create_session(&s, Some(&r)).await.unwrap();
+        let next = RefreshRecord {
+            hash: [0xa0 + i as u8; 32],
+            ..r.clone()
+        };
+        store
+            .rotate_refresh(&r.hash, &next, 1100, 1500)
+            .await
+            .unwrap();
+        ids.push(s.id);
+        let kind = [GrantKind::Otp, GrantKind::LoginChallenge][i as usize % 2];
+        let key = [0x40 + i as u8; 32];
+        store.put_grant(kind, &key, b"{}", 1000 + i).await.unwrap();
+        if i % 3 == 0 {
+            // A replace moves the index row; a swap keeps it.
+            store.put_grant(kind, &key, b"{}", 2000 + i).await.unwrap();
+            assert!(store.swap_grant(kind, &key, 2, Some(b"[]")).await.unwrap());
+        }
+    }
+    let end = Ended {
+        at: 1200,
+        reason: EndReason::AdminRevoked,
+        by: Actor::Admin,
+    };
+    store.end_sessions(&ids[..10], &end, 3000).await.unwrap();
+    assert!(row_counts(&store).iter().all(|&n| n > 0));
+    while store.sweep(1_000_000, 1_000_000, 7).await.unwrap().total() > 0 {}
+    assert_eq!(row_counts(&store), vec![0; 12]);
+}

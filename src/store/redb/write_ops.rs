@@ -1,0 +1,360 @@
+//! Write operations, each run inside the writer's transaction.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// write operations, each run inside the writer's transaction
+
+pub(super) fn insert_client(t: &mut Tables, c: &Client) -> StoreResult<()> {
+    if t.clients.get(c.id.as_str()).ctx("read client")?.is_some() {
+        return Err(StoreError::Conflict("client"));
+    }
+    t.put_client(c)
+}
+
+/// Compare-and-swap on the stored `secret_version`: the writer runs ops one
+/// after another, so the check and the write cannot be split by another op.
+pub(super) fn update_client(
+    t: &mut Tables,
+    c: &Client,
+    expected_version: u32,
+) -> StoreResult<bool> {
+    match load_client(&t.clients, c.id.as_str())? {
+        Some(stored) if stored.secret_version == expected_version => {
+            t.put_client(c)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+pub(super) fn delete_client(t: &mut Tables, id: &ClientId) -> StoreResult<bool> {
+    Ok(t.clients
+        .remove(id.as_str())
+        .ctx("remove client")?
+        .is_some())
+}
+
+/// Conflicts and a missing client are all detected before the first change,
+/// so such an op leaves the shared transaction untouched. The client check
+/// runs in the same transaction as the insert, after every earlier op of the
+/// batch: a session is never created for a client whose delete came first.
+pub(super) fn create_session(
+    t: &mut Tables,
+    s: &Session,
+    refresh: Option<&RefreshRecord>,
+) -> StoreResult<()> {
+    if t.clients
+        .get(s.client_id.as_str())
+        .ctx("read client")?
+        .is_none()
+    {
+        return Err(StoreError::Missing("client"));
+    }
+    if t.sessions
+        .get(s.id.as_bytes())
+        .ctx("read session")?
+        .is_some()
+    {
+        return Err(StoreError::Conflict("session"));
+    }
+    if let (Some(r), None) = (&s.reference, &s.ended) {
+        if t.reference_holder(&s.client_id, r)?.is_some() {
+            return Err(StoreError::Conflict("reference"));
+        }
+    }
+    if let Some(r) = refresh {
+        if t.refresh.get(&r.hash).ctx("read refresh token")?.is_some() {
+            return Err(StoreError::Conflict("refresh token"));
+        }
+    }
+    t.put_session(s)?;
+    t.insert_indexes(s)?;
+    match refresh {
+        Some(r) => t.put_refresh(r),
+        None => Ok(()),
+    }
+}
+
+/// Refuses ended sessions: a token issued after the end was recorded
+/// would outlive the revocation row's cover.
+pub(super) fn extend_access_cover(
+    t: &mut Tables,
+    id: &SessionId,
+    until: UnixTime,
+) -> StoreResult<bool> {
+    match load_session(&t.sessions, id.as_bytes())? {
+        Some(s) if s.ended.is_none() => {
+            raise_cover(t, s, until)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+pub(super) fn raise_cover(t: &mut Tables, mut s: Session, until: UnixTime) -> StoreResult<()> {
+    if until > s.access_cover_until {
+        s.access_cover_until = until;
+        t.put_session(&s)?;
+    }
+    Ok(())
+}
+
+pub(super) fn rotate_refresh(
+    t: &mut Tables,
+    old: &TokenHash,
+    new: &RefreshRecord,
+    now: UnixTime,
+    access_exp: UnixTime,
+) -> StoreResult<RotateOutcome> {
+    let Some(mut current) = load_refresh(&t.refresh, old)? else {
+        return Ok(RotateOutcome::NotCurrent);
+    };
+    if current.state != RefreshState::Current {
+        return Ok(RotateOutcome::NotCurrent);
+    }
+    let session = match load_session(&t.sessions, current.session_id.as_bytes())? {
+        Some(s) if s.ended.is_none() => s,
+        _ => return Ok(RotateOutcome::NotCurrent),
+    };
+    if t.refresh
+        .get(&new.hash)
+        .ctx("read refresh token")?
+        .is_some()
+    {
+        return Err(StoreError::Conflict("refresh token"));
+    }
+    current.state = RefreshState::Retired {
+        at: now,
+        successor: new.hash,
+    };
+    let bytes = compact::encode_refresh(&current);
+    t.refresh
+        .insert(old, bytes.as_slice())
+        .ctx("write refresh token")?;
+    t.put_refresh(new)?;
+    raise_cover(t, session, access_exp)?;
+    Ok(RotateOutcome::Rotated)
+}
+
+pub(super) fn end_one(
+    t: &mut Tables,
+    id: &SessionId,
+    ended: &Ended,
+    delete_after: UnixTime,
+) -> StoreResult<Option<EndedSession>> {
+    let Some(mut s) = load_session(&t.sessions, id.as_bytes())? else {
+        return Ok(None);
+    };
+    if s.ended.is_some() {
+        return Ok(None);
+    }
+    t.remove_live_indexes(&s)?;
+    s.ended = Some(ended.clone());
+    let keep_until = delete_after.max(s.access_cover_until);
+    t.set_delete_after(&mut s, keep_until)?;
+    if s.access_cover_until > ended.at {
+        t.revoked
+            .insert((s.access_cover_until, *id.as_bytes()), ())
+            .ctx("write revoked row")?;
+    }
+    t.append_audit(&Revocation {
+        session_id: s.id,
+        client_id: s.client_id.clone(),
+        subject: s.subject.clone(),
+        ended: ended.clone(),
+    })?;
+    t.put_session(&s)?;
+    Ok(Some(EndedSession {
+        id: s.id,
+        client_id: s.client_id,
+        subject: s.subject,
+        access_cover_until: s.access_cover_until,
+    }))
+}
+
+pub(super) fn end_sessions(
+    t: &mut Tables,
+    ids: &[SessionId],
+    ended: &Ended,
+    delete_after: UnixTime,
+) -> StoreResult<Vec<EndedSession>> {
+    let mut out = Vec::new();
+    // Each end is visible to the next lookup, so a repeated id is skipped.
+    for id in ids {
+        if let Some(e) = end_one(t, id, ended, delete_after)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn next_version(version: u64) -> StoreResult<u64> {
+    version.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+        table: "grants",
+        detail: "version overflow".into(),
+    })
+}
+
+pub(super) fn put_grant(
+    t: &mut Tables,
+    id: GrantId,
+    value: &[u8],
+    expires_at: UnixTime,
+) -> StoreResult<()> {
+    let (kind, key) = id;
+    let old = grant_head(&t.grants, id)?;
+    // Computed before any change, so a failure leaves the transaction as it was.
+    let version = match old {
+        Some((version, _)) => next_version(version)?,
+        None => 1,
+    };
+    if let Some((_, old_expiry)) = old {
+        t.grants_by_expiry
+            .remove((old_expiry, kind, key))
+            .ctx("remove grant index")?;
+    }
+    t.write_grant(id, version, expires_at, value)?;
+    t.grants_by_expiry
+        .insert((expires_at, kind, key), ())
+        .ctx("write grant index")?;
+    Ok(())
+}
+
+pub(super) fn swap_grant(
+    t: &mut Tables,
+    id: GrantId,
+    expected_version: u64,
+    new_value: Option<&[u8]>,
+) -> StoreResult<bool> {
+    let (kind, key) = id;
+    let Some((version, expires_at)) = grant_head(&t.grants, id)? else {
+        return Ok(false);
+    };
+    if version != expected_version {
+        return Ok(false);
+    }
+    match new_value {
+        Some(value) => {
+            let version = next_version(version)?;
+            t.write_grant(id, version, expires_at, value)?;
+        }
+        None => {
+            t.grants.remove(id).ctx("remove grant")?;
+            t.grants_by_expiry
+                .remove((expires_at, kind, key))
+                .ctx("remove grant index")?;
+        }
+    }
+    Ok(true)
+}
+
+/// Deletes one session whose retention has passed. A corrupt record is
+/// deleted too (its time is up), leaving index rows that readers skip,
+/// rather than blocking every later sweep.
+pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool> {
+    let id = key.1;
+    match load_session(&t.sessions, &id) {
+        Ok(Some(s)) => t.remove_indexes(&s)?,
+        Ok(None) => {}
+        Err(StoreError::Corrupt { .. }) => {
+            tracing::error!(session = %SessionId::from_bytes(id), "sweeping corrupt session record");
+        }
+        Err(e) => return Err(e),
+    }
+    t.delete_queue.remove(key).ctx("remove delete queue row")?;
+    Ok(t.sessions.remove(&id).ctx("remove session")?.is_some())
+}
+
+pub(super) fn sweep_sessions(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+    let mut deleted = 0;
+    for key in due_keys(&t.delete_queue, (now, MAX_ID), batch)? {
+        if delete_session(t, key)? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Expired sessions stay (until `delete_after`) but stop counting as live.
+pub(super) fn sweep_live(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<()> {
+    for key in due_keys(&t.live, (now, MAX_ID), batch)? {
+        t.live.remove(key).ctx("remove live index")?;
+    }
+    Ok(())
+}
+
+pub(super) fn sweep_refresh(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+    let keys = due_keys(&t.refresh_by_expiry, (now, MAX_HASH), batch)?;
+    for key in &keys {
+        t.refresh.remove(&key.1).ctx("remove refresh token")?;
+        t.refresh_by_expiry
+            .remove(*key)
+            .ctx("remove refresh index")?;
+    }
+    Ok(keys.len())
+}
+
+pub(super) fn sweep_revoked(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+    let keys = due_keys(&t.revoked, (now, MAX_ID), batch)?;
+    for key in &keys {
+        t.revoked.remove(*key).ctx("remove revoked row")?;
+    }
+    Ok(keys.len())
+}
+
+pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> StoreResult<usize> {
+    let keys: Vec<(i64, u64)> = {
+        let rows = t.audit.range(..(before, 0u64)).ctx("scan audit")?;
+        rows.take(batch)
+            .map(|r| r.map(|(k, _)| k.value()).ctx("scan audit"))
+            .collect::<StoreResult<_>>()?
+    };
+    for key in &keys {
+        t.audit.remove(*key).ctx("remove audit row")?;
+    }
+    Ok(keys.len())
+}
+
+pub(super) fn sweep_grants(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+    let keys: Vec<(i64, u8, TokenHash)> = {
+        let rows = t
+            .grants_by_expiry
+            .range(..=(now, u8::MAX, MAX_HASH))
+            .ctx("scan grant index")?;
+        rows.take(batch)
+            .map(|r| r.map(|(k, _)| k.value()).ctx("scan grant index"))
+            .collect::<StoreResult<_>>()?
+    };
+    let mut deleted = 0;
+    for (expires_at, kind, key) in keys {
+        t.grants_by_expiry
+            .remove((expires_at, kind, key))
+            .ctx("remove grant index")?;
+        // The index is kept in step with the rows; should a row ever be
+        // stale, the grant it names is left to its own row.
+        let id = (kind, key);
+        if grant_head(&t.grants, id)?.is_some_and(|(_, at)| at == expires_at) {
+            t.grants.remove(id).ctx("remove grant")?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+pub(super) fn sweep(
+    t: &mut Tables,
+    now: UnixTime,
+    audit_before: UnixTime,
+    batch: usize,
+) -> StoreResult<SweepStats> {
+    let sessions = sweep_sessions(t, now, batch)?;
+    sweep_live(t, now, batch)?;
+    Ok(SweepStats {
+        sessions,
+        refresh_tokens: sweep_refresh(t, now, batch)?,
+        revocations: sweep_revoked(t, now, batch)?,
+        audit: sweep_audit(t, audit_before, batch)?,
+        grants: sweep_grants(t, now, batch)?,
+    })
+}
