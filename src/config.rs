@@ -19,6 +19,10 @@ pub struct Settings {
     /// Page cache of the embedded store, in MiB (redb's own default is
     /// 1 GiB, which the process then keeps). Unused with `database_url`.
     pub store_cache_mib: u64,
+    /// Longest time between durable commits of the embedded store; the
+    /// write-ahead log holds every write in between (and is replayed after
+    /// a crash). Unused with `database_url`.
+    pub store_checkpoint_seconds: u64,
     /// A PostgreSQL URL: store sessions there instead of the embedded store,
     /// and share them (with clients and keys) with every node using it.
     pub database_url: Option<String>,
@@ -83,6 +87,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./tessera-data"),
             store_cache_mib: 64,
+            store_checkpoint_seconds: 1,
             database_url: None,
             database_max_connections: 16,
             database_timeout_ms: 5000,
@@ -163,6 +168,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// How the embedded store is opened.
+    pub fn store_options(&self) -> crate::store::redb::RedbOptions {
+        crate::store::redb::RedbOptions {
+            cache_bytes: self.store_cache_bytes(),
+            checkpoint_every: std::time::Duration::from_secs(self.store_checkpoint_seconds),
+        }
+    }
+
     /// `store_cache_mib` in bytes.
     pub fn store_cache_bytes(&self) -> usize {
         usize::try_from(self.store_cache_mib << 20).unwrap_or(usize::MAX)
@@ -226,6 +239,11 @@ impl Settings {
         if !(1..=1 << 20).contains(&self.store_cache_mib) {
             return Err(ConfigError(
                 "store_cache_mib must be between 1 and 1048576".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.store_checkpoint_seconds) {
+            return Err(ConfigError(
+                "store_checkpoint_seconds must be between 1 and 3600".into(),
             ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {

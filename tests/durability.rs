@@ -27,6 +27,13 @@ fn free_port() -> u16 {
 impl Server {
     /// Start `tessera serve` on `dir`, logging at `log` level into `log_file`.
     async fn start(dir: &Path, log_file: &Path) -> Self {
+        Self::start_with(dir, log_file, 1).await
+    }
+
+    /// [`Server::start`], with a durable commit of the embedded store at
+    /// most every `checkpoint_seconds` (the write-ahead log holds the
+    /// writes in between).
+    async fn start_with(dir: &Path, log_file: &Path, checkpoint_seconds: u64) -> Self {
         let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -45,6 +52,10 @@ impl Server {
             // deployment's, stays the same.
             .args(["--issuer", "http://tessera.test"])
             .env("RUST_LOG", "trace")
+            .env(
+                "TESSERA_STORE_CHECKPOINT_SECONDS",
+                checkpoint_seconds.to_string(),
+            )
             .env_remove("TESSERA_ADMIN_TOKEN")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -174,12 +185,26 @@ fn s(v: &Value, k: &str) -> String {
         .to_owned()
 }
 
+/// Every acknowledged write comes back after a SIGKILL: here none of them
+/// reached a durable commit of the database, so all come from replaying
+/// the write-ahead log.
 #[tokio::test]
 async fn acknowledged_revocations_and_sessions_survive_sigkill() {
+    survive_sigkill(3600, false).await;
+}
+
+/// The same with a checkpoint (durable commit) between the sessions and
+/// the revocations: the database holds the first, the log the second.
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill_across_a_checkpoint() {
+    survive_sigkill(1, true).await;
+}
+
+async fn survive_sigkill(checkpoint_seconds: u64, checkpoint_between: bool) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
     let data = dir.path().join("data");
-    let server = Server::start(&data, &log).await;
+    let server = Server::start_with(&data, &log, checkpoint_seconds).await;
     let client = server.create_client().await;
     let jwks_before = server.jwks().await;
 
@@ -188,6 +213,20 @@ async fn acknowledged_revocations_and_sessions_survive_sigkill() {
         (0..40).map(|i| server.open(&client, if i % 2 == 0 { "even" } else { "odd" })),
     )
     .await;
+    let mut checkpointed_at = None;
+    if checkpoint_between {
+        // Past the checkpoint interval, then one more write: the writer
+        // checkpoints after it at the latest.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.open(&client, "spare").await;
+        let wal = data.join("tessera.wal");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&wal).unwrap().len() > 0 {
+            assert!(Instant::now() < deadline, "no checkpoint emptied the log");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        checkpointed_at = Some(Instant::now());
+    }
     let to_end: Vec<&Value> = opened.iter().step_by(4).collect();
     let revokes = futures::future::join_all(to_end.iter().enumerate().map(|(i, v)| {
         let token = if i % 2 == 0 {
@@ -203,8 +242,21 @@ async fn acknowledged_revocations_and_sessions_survive_sigkill() {
     assert!(revokes.iter().all(|s| *s == StatusCode::OK));
     // The last acknowledgement is in; kill without any chance to flush.
     server.kill();
+    // Unless a second checkpoint may have come (a very slow machine), the
+    // revocations are in the log only.
+    let from_log = checkpointed_at.is_none_or(|t| t.elapsed() < Duration::from_millis(800));
+    let logged = std::fs::metadata(data.join("tessera.wal")).unwrap().len();
+    assert!(
+        !from_log || logged > 0,
+        "the acknowledged writes since the last checkpoint are in the log"
+    );
 
-    let server = Server::start(&data, &log).await;
+    let server = Server::start_with(&data, &log, checkpoint_seconds).await;
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !from_log || log_text.contains("replayed the writes the last checkpoint did not hold"),
+        "the restart replayed the log"
+    );
     assert_eq!(server.jwks().await, jwks_before, "signing keys survived");
     let ended: std::collections::HashSet<String> =
         to_end.iter().map(|v| s(v, "session_id")).collect();
@@ -223,6 +275,9 @@ async fn acknowledged_revocations_and_sessions_survive_sigkill() {
         );
     }
     let listed: Vec<Value> = [server.sessions("even").await, server.sessions("odd").await].concat();
+    if checkpoint_between {
+        assert_eq!(server.sessions("spare").await.len(), 1);
+    }
     assert_eq!(
         listed.len(),
         40,

@@ -239,7 +239,7 @@ impl Application {
             (None, None) => {
                 let path = dir.join(STORE_FILE);
                 Arc::new(
-                    RedbStore::open_with_cache(&path, settings.store_cache_bytes())
+                    RedbStore::open_with(&path, settings.store_options())
                         .with_context(|| format!("opening store {}", path.display()))?,
                 )
             }

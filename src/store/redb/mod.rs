@@ -30,19 +30,22 @@
 //! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row
 //! per grant, under its current `expires_at`.
 
+mod ops;
 mod read_ops;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod wal;
 mod write_ops;
 mod writer;
 
 use std::fs::OpenOptions;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{
@@ -71,9 +74,12 @@ type GrantId = (u8, TokenHash);
 /// A grant's row: (version, expires_at, value).
 type GrantRow = (u64, i64, Bytes);
 
+use ops::{FromOutcome, WriteOp};
 use read_ops::*;
 use tables::*;
+use wal::{Recovered, Wal};
 use write_ops::*;
+pub use writer::DEFAULT_CHECKPOINT_EVERY;
 use writer::*;
 
 // ---------------------------------------------------------------------------
@@ -81,14 +87,17 @@ use writer::*;
 
 struct Inner {
     db: Arc<Database>,
-    queue: Option<mpsc::Sender<Job>>,
+    queue: Option<mpsc::Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    /// See [`Writer`]: set after a storage error that a restart repairs.
+    broken: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
-    /// Waits for the writer to drain and drop its handle on the database,
-    /// so the file can be opened again as soon as the store is gone.
+    /// Waits for the writer to drain, checkpoint and drop its handle on the
+    /// database, so the file can be opened again as soon as the store is
+    /// gone.
     fn drop(&mut self) {
         self.queue.take();
         if let Some(writer) = self.writer.take() {
@@ -136,46 +145,166 @@ fn create_tables(db: &Database) -> StoreResult<()> {
     txn.commit().ctx("commit table creation")
 }
 
+/// The write-ahead log of the database at `path`: `tessera.redb` →
+/// `tessera.wal`.
+pub fn wal_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("wal")
+}
+
+fn wal_error(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+    tracing::error!(path = %path.display(), error = %e, "{what}");
+    StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+}
+
+/// Replays the ops of the log that the last checkpoint does not hold, in
+/// one durable transaction, then empties the log. Returns the sequence
+/// number of the next op.
+fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
+    let applied = {
+        let rt = db.begin_read().ctx("begin read")?;
+        let meta = rt.open_table(META).ctx("open meta")?;
+        let seq = meta.get(WAL_SEQ).ctx("read log position")?;
+        seq.map(|v| v.value()).unwrap_or(0)
+    };
+    if found.unreadable > 0 {
+        tracing::warn!(
+            bytes = found.unreadable,
+            wal = %wal.path().display(),
+            "ignoring the unreadable end of the write-ahead log: a write cut short by a crash \
+             (never acknowledged), or damage"
+        );
+    }
+    let last_seen = found.records.last().map_or(0, |(seq, _)| *seq);
+    let pending: Vec<(u64, Vec<u8>)> = found
+        .records
+        .into_iter()
+        .filter(|(seq, _)| *seq > applied)
+        .collect();
+    if let Some((first, _)) = pending.first() {
+        if *first != applied + 1 {
+            tracing::error!(
+                applied,
+                first,
+                wal = %wal.path().display(),
+                "the write-ahead log does not continue from the database's last checkpoint"
+            );
+            return Err(StoreError::Corrupt {
+                table: "write-ahead log",
+                detail: format!(
+                    "ops {} to {} are missing from {}; move it aside to start without its ops",
+                    applied + 1,
+                    first - 1,
+                    wal.path().display()
+                ),
+            });
+        }
+        let mut txn = db.begin_write().ctx("begin write")?;
+        txn.set_durability(Durability::Immediate)
+            .ctx("set durability")?;
+        {
+            let mut tables = Tables::open(&txn)?;
+            for (seq, record) in &pending {
+                let op = WriteOp::decode(record)?;
+                match op.apply(&mut tables) {
+                    Ok(_) | Err(StoreError::Conflict(_) | StoreError::Missing(_)) => {}
+                    Err(e) => {
+                        tracing::error!(seq, op = op.name(), error = %e, "replaying the write-ahead log failed");
+                        return Err(e);
+                    }
+                }
+            }
+            let last = pending.last().map_or(applied, |(seq, _)| *seq);
+            tables
+                .meta
+                .insert(WAL_SEQ, last)
+                .ctx("write log position")?;
+        }
+        txn.commit().ctx("commit replayed writes")?;
+        tracing::info!(
+            ops = pending.len(),
+            wal = %wal.path().display(),
+            "replayed the writes the last checkpoint did not hold"
+        );
+    }
+    if wal.len() > 0 {
+        wal.clear()
+            .map_err(|e| wal_error(wal.path(), "emptying the write-ahead log", e))?;
+    }
+    Ok(applied.max(last_seen) + 1)
+}
+
 /// Page cache of [`RedbStore::open`]: 64 MiB, which holds the interior
 /// B-tree pages of a multi-gigabyte file.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// How the embedded store is opened.
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    /// redb's page cache. Its own default is 1 GiB, which it fills under
+    /// sustained writes and the allocator then keeps: the process's memory
+    /// grows to that size.
+    pub cache_bytes: usize,
+    /// Longest time between durable commits (checkpoints); the
+    /// write-ahead log holds the writes in between.
+    pub checkpoint_every: Duration,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+        }
+    }
+}
 
 impl RedbStore {
     /// Opens the database at `path`, creating the file and its tables if
     /// missing, with a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> StoreResult<RedbStore> {
-        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+        Self::open_with(path, RedbOptions::default())
     }
 
-    /// [`RedbStore::open`] with a page cache of `cache_bytes`. redb's own
-    /// default is 1 GiB, which it fills under sustained writes and the
-    /// allocator then keeps: the process's memory grows to that size.
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<RedbStore> {
+    /// [`RedbStore::open`] with `options`. Replays the write-ahead log
+    /// ([`wal_path`]) if a crash left writes in it that the database does
+    /// not hold.
+    pub fn open_with(path: &Path, options: RedbOptions) -> StoreResult<RedbStore> {
         prepare_file(path)?;
         let db = Arc::new(
             redb::Builder::new()
-                .set_cache_size(cache_bytes)
+                .set_cache_size(options.cache_bytes)
                 .create(path)
                 .ctx("open database")?,
         );
         create_tables(&db)?;
+        let log = wal_path(path);
+        let (mut wal, found) =
+            Wal::open(&log).map_err(|e| wal_error(&log, "opening the write-ahead log", e))?;
+        let next_seq = recover(&db, &mut wal, found)?;
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(AtomicU64::new(0));
+        let broken = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (db, commits) = (db.clone(), commits.clone());
+            let mut w = Writer::new(db.clone(), wal, next_seq, commits.clone(), broken.clone());
+            w.checkpoint_every = options.checkpoint_every;
             std::thread::Builder::new()
                 .name("tessera-redb-writer".into())
-                .spawn(move || writer_loop(db, rx, commits))
+                .spawn(move || w.run(rx))
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot start redb writer thread");
                     StoreError::Unavailable(format!("start writer: {e}"))
                 })?
         };
+        spawn_ticker(queue.downgrade(), options.checkpoint_every).map_err(|e| {
+            tracing::error!(error = %e, "cannot start redb checkpoint ticker");
+            StoreError::Unavailable(format!("start ticker: {e}"))
+        })?;
         let inner = Inner {
             db,
             queue: Some(queue),
             writer: Some(writer),
             commits,
+            broken,
         };
         Ok(RedbStore {
             inner: Arc::new(inner),
@@ -187,15 +316,14 @@ impl RedbStore {
         self.inner.commits.load(Ordering::Relaxed)
     }
 
-    async fn write<T, F>(&self, name: &'static str, run: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&mut Tables<'_>) -> StoreResult<T> + Send + 'static,
-    {
+    async fn write<T: FromOutcome>(&self, op: WriteOp) -> StoreResult<T> {
         let queue = self.inner.queue.as_ref().ok_or_else(writer_gone)?;
-        let (op, answer) = job(name, run);
-        queue.send(op).await.map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        let (job, answer) = Job::new(op)?;
+        queue
+            .send(Msg::Write(job))
+            .await
+            .map_err(|_| writer_gone())?;
+        T::from_outcome(answer.await.map_err(|_| writer_gone())??)
     }
 
     /// A point lookup (one record, or one index row and its record), run
@@ -233,6 +361,11 @@ impl Store for RedbStore {
         if self.inner.queue.as_ref().is_none_or(|q| q.is_closed()) {
             return Err(writer_gone());
         }
+        if self.inner.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "the store stopped writing after a storage error; restart Tessera".into(),
+            ));
+        }
         self.read("ping", |rt| {
             let t = rt.open_table(CLIENTS).ctx("open clients")?;
             t.first().ctx("ping read")?;
@@ -242,15 +375,13 @@ impl Store for RedbStore {
     }
 
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
-        let c = client.clone();
-        self.write("insert_client", move |t| insert_client(t, &c))
-            .await
+        self.write(WriteOp::InsertClient(client.clone())).await
     }
 
     async fn update_client(&self, client: &Client, expected_version: u32) -> StoreResult<bool> {
-        let c = client.clone();
-        self.write("update_client", move |t| {
-            update_client(t, &c, expected_version)
+        self.write(WriteOp::UpdateClient {
+            client: client.clone(),
+            expected_version,
         })
         .await
     }
@@ -264,9 +395,7 @@ impl Store for RedbStore {
     }
 
     async fn delete_client(&self, id: &ClientId) -> StoreResult<bool> {
-        let id = id.clone();
-        self.write("delete_client", move |t| delete_client(t, &id))
-            .await
+        self.write(WriteOp::DeleteClient(id.clone())).await
     }
 
     async fn create_session(
@@ -274,9 +403,11 @@ impl Store for RedbStore {
         session: &Session,
         refresh: Option<&RefreshRecord>,
     ) -> StoreResult<()> {
-        let (s, r) = (session.clone(), refresh.cloned());
-        self.write("create_session", move |t| create_session(t, &s, r.as_ref()))
-            .await
+        self.write(WriteOp::CreateSession {
+            session: session.clone(),
+            refresh: refresh.cloned(),
+        })
+        .await
     }
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
@@ -309,11 +440,8 @@ impl Store for RedbStore {
     }
 
     async fn extend_access_cover(&self, id: &SessionId, until: UnixTime) -> StoreResult<bool> {
-        let id = *id;
-        self.write("extend_access_cover", move |t| {
-            extend_access_cover(t, &id, until)
-        })
-        .await
+        self.write(WriteOp::ExtendAccessCover { id: *id, until })
+            .await
     }
 
     async fn get_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
@@ -327,9 +455,11 @@ impl Store for RedbStore {
         now: UnixTime,
         access_exp: UnixTime,
     ) -> StoreResult<RotateOutcome> {
-        let (old, new) = (*old, new.clone());
-        self.write("rotate_refresh", move |t| {
-            rotate_refresh(t, &old, &new, now, access_exp)
+        self.write(WriteOp::RotateRefresh {
+            old: *old,
+            new: new.clone(),
+            now,
+            access_exp,
         })
         .await
     }
@@ -343,9 +473,10 @@ impl Store for RedbStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, ended) = (ids.to_vec(), ended.clone());
-        self.write("end_sessions", move |t| {
-            end_sessions(t, &ids, &ended, delete_after)
+        self.write(WriteOp::EndSessions {
+            ids: ids.to_vec(),
+            ended: ended.clone(),
+            delete_after,
         })
         .await
     }
@@ -388,8 +519,12 @@ impl Store for RedbStore {
         audit_before: UnixTime,
         batch: usize,
     ) -> StoreResult<SweepStats> {
-        self.write("sweep", move |t| sweep(t, now, audit_before, batch))
-            .await
+        self.write(WriteOp::Sweep {
+            now,
+            audit_before,
+            batch,
+        })
+        .await
     }
 
     async fn put_grant(
@@ -399,9 +534,12 @@ impl Store for RedbStore {
         value: &[u8],
         expires_at: UnixTime,
     ) -> StoreResult<()> {
-        let (id, value) = ((kind_code(kind), *key), value.to_vec());
-        self.write("put_grant", move |t| put_grant(t, id, &value, expires_at))
-            .await
+        self.write(WriteOp::PutGrant {
+            id: (kind_code(kind), *key),
+            value: value.to_vec(),
+            expires_at,
+        })
+        .await
     }
 
     async fn get_grant(&self, kind: GrantKind, key: &TokenHash) -> StoreResult<Option<Grant>> {
@@ -416,9 +554,10 @@ impl Store for RedbStore {
         expected_version: u64,
         new_value: Option<&[u8]>,
     ) -> StoreResult<bool> {
-        let (id, new_value) = ((kind_code(kind), *key), new_value.map(<[u8]>::to_vec));
-        self.write("swap_grant", move |t| {
-            swap_grant(t, id, expected_version, new_value.as_deref())
+        self.write(WriteOp::SwapGrant {
+            id: (kind_code(kind), *key),
+            expected_version,
+            new_value: new_value.map(<[u8]>::to_vec),
         })
         .await
     }

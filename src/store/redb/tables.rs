@@ -23,6 +23,11 @@ pub(super) const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::ne
 pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
+/// The store's own bookkeeping: [`WAL_SEQ`].
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The sequence number of the last op of the write-ahead log that the
+/// database holds.
+pub(super) const WAL_SEQ: &str = "wal_seq";
 
 /// Upper bound on ops per transaction, so one commit never holds up the
 /// callers of a long queue for long.
@@ -212,6 +217,7 @@ pub(super) struct Tables<'t> {
     pub(super) audit: Table<'t, (i64, u64), Bytes>,
     pub(super) grants: Table<'t, GrantId, GrantRow>,
     pub(super) grants_by_expiry: Table<'t, (i64, u8, TokenHash), ()>,
+    pub(super) meta: Table<'t, &'static str, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -234,6 +240,7 @@ impl<'t> Tables<'t> {
             grants_by_expiry: txn
                 .open_table(GRANTS_BY_EXPIRY)
                 .ctx("open grants_by_expiry")?,
+            meta: txn.open_table(META).ctx("open meta")?,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Unit tests of the embedded store's internals.
 
+use super::ops::Outcome;
 use super::*;
 use crate::core::ids::Scope;
 use crate::core::model::{Actor, EndReason, GrantType};
@@ -48,23 +49,44 @@ fn refresh(s: &Session) -> RefreshRecord {
     }
 }
 
-fn bare_db(dir: &tempfile::TempDir) -> Database {
+fn bare_db(dir: &tempfile::TempDir) -> Arc<Database> {
     let db = Database::create(dir.path().join("bare.redb")).unwrap();
     create_tables(&db).unwrap();
-    db
+    Arc::new(db)
 }
 
-fn client_job(name: &'static str, c: Client) -> (Job, oneshot::Receiver<StoreResult<()>>) {
-    job(name, move |t| insert_client(t, &c))
+/// A writer on `db`, logging to a fresh log in `dir`, and its commit count.
+fn writer(dir: &tempfile::TempDir, db: &Arc<Database>) -> (Writer, Arc<AtomicU64>) {
+    let (wal, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
+    assert!(found.records.is_empty());
+    let commits = Arc::new(AtomicU64::new(0));
+    let w = Writer::new(
+        db.clone(),
+        wal,
+        1,
+        commits.clone(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    (w, commits)
+}
+
+type Answer = oneshot::Receiver<StoreResult<Outcome>>;
+
+fn job(op: WriteOp) -> (Job, Answer) {
+    Job::new(op).unwrap()
+}
+
+fn client_job(c: Client) -> (Job, Answer) {
+    job(WriteOp::InsertClient(c))
 }
 
 #[test]
 fn ops_of_one_batch_see_each_other_and_commit_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = bare_db(&dir);
-    let commits = AtomicU64::new(0);
-    let (first, mut first_rx) = client_job("first", client("dup"));
-    let (second, mut second_rx) = client_job("second", client("dup"));
+    let (mut w, commits) = writer(&dir, &db);
+    let (first, mut first_rx) = client_job(client("dup"));
+    let (second, mut second_rx) = client_job(client("dup"));
     let renamed = Client {
         name: "renamed".into(),
         secret_version: 1,
@@ -75,20 +97,26 @@ fn ops_of_one_batch_see_each_other_and_commit_once() {
         secret_version: 1,
         ..client("dup")
     };
-    let (update, mut update_rx) = job("update", move |t| update_client(t, &renamed, 0));
-    let (stale, mut stale_rx) = job("stale", move |t| update_client(t, &stale_copy, 0));
-    run_batch(&db, vec![first, second, update, stale], &commits);
-    assert!(matches!(first_rx.try_recv(), Ok(Ok(()))));
+    let (update, mut update_rx) = job(WriteOp::UpdateClient {
+        client: renamed,
+        expected_version: 0,
+    });
+    let (stale, mut stale_rx) = job(WriteOp::UpdateClient {
+        client: stale_copy,
+        expected_version: 0,
+    });
+    w.run_batch(vec![first, second, update, stale]);
+    assert!(matches!(first_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert!(matches!(
         second_rx.try_recv(),
         Ok(Err(StoreError::Conflict("client")))
     ));
     assert!(
-        matches!(update_rx.try_recv(), Ok(Ok(true))),
+        matches!(update_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))),
         "sees the insert"
     );
     assert!(
-        matches!(stale_rx.try_recv(), Ok(Ok(false))),
+        matches!(stale_rx.try_recv(), Ok(Ok(Outcome::Flag(false)))),
         "sees the update's version"
     );
     assert_eq!(commits.load(Ordering::Relaxed), 1);
@@ -101,24 +129,28 @@ fn ops_of_one_batch_see_each_other_and_commit_once() {
 fn a_session_after_its_clients_delete_in_one_batch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = bare_db(&dir);
-    let commits = AtomicU64::new(0);
+    let (mut w, commits) = writer(&dir, &db);
     let owner = client("owner");
     let (before, after) = (session(&owner.id, 1000), session(&owner.id, 1000));
     let (before_r, after_r) = (refresh(&before), refresh(&after));
     let gone_id = owner.id.clone();
-    let (insert, mut insert_rx) = client_job("insert", owner);
-    let (first, mut first_rx) = job("first", move |t| {
-        create_session(t, &before, Some(&before_r))
+    let (insert, mut insert_rx) = client_job(owner);
+    let (first, mut first_rx) = job(WriteOp::CreateSession {
+        session: before,
+        refresh: Some(before_r),
     });
-    let (delete, mut delete_rx) = job("delete", move |t| delete_client(t, &gone_id));
-    let (late, mut late_rx) = {
-        let (after, after_r) = (after.clone(), after_r.clone());
-        job("late", move |t| create_session(t, &after, Some(&after_r)))
-    };
-    run_batch(&db, vec![insert, first, delete, late], &commits);
-    assert!(matches!(insert_rx.try_recv(), Ok(Ok(()))));
-    assert!(matches!(first_rx.try_recv(), Ok(Ok(()))), "sees the insert");
-    assert!(matches!(delete_rx.try_recv(), Ok(Ok(true))));
+    let (delete, mut delete_rx) = job(WriteOp::DeleteClient(gone_id));
+    let (late, mut late_rx) = job(WriteOp::CreateSession {
+        session: after.clone(),
+        refresh: Some(after_r.clone()),
+    });
+    w.run_batch(vec![insert, first, delete, late]);
+    assert!(matches!(insert_rx.try_recv(), Ok(Ok(Outcome::Done))));
+    assert!(
+        matches!(first_rx.try_recv(), Ok(Ok(Outcome::Done))),
+        "sees the insert"
+    );
+    assert!(matches!(delete_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))));
     assert!(
         matches!(late_rx.try_recv(), Ok(Err(StoreError::Missing("client")))),
         "sees the delete"
@@ -143,23 +175,17 @@ fn a_session_after_its_clients_delete_in_one_batch_is_refused() {
 fn a_failing_op_does_not_fail_its_batch() {
     let dir = tempfile::tempdir().unwrap();
     let db = bare_db(&dir);
-    let commits = AtomicU64::new(0);
-    let (a, mut a_rx) = client_job("a", client("a"));
-    let (bad, mut bad_rx) = job("bad", |t: &mut Tables<'_>| -> StoreResult<()> {
-        insert_client(t, &client("half-done"))?;
-        Err(StoreError::Corrupt {
-            table: "clients",
-            detail: "test".into(),
-        })
-    });
-    let (b, mut b_rx) = client_job("b", client("b"));
-    run_batch(&db, vec![a, bad, b], &commits);
-    assert!(matches!(a_rx.try_recv(), Ok(Ok(()))));
+    let (mut w, commits) = writer(&dir, &db);
+    let (a, mut a_rx) = client_job(client("a"));
+    let (bad, mut bad_rx) = job(WriteOp::FailAfterInsert(client("half-done")));
+    let (b, mut b_rx) = client_job(client("b"));
+    w.run_batch(vec![a, bad, b]);
+    assert!(matches!(a_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert!(matches!(
         bad_rx.try_recv(),
         Ok(Err(StoreError::Corrupt { .. }))
     ));
-    assert!(matches!(b_rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(b_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert_eq!(
         commits.load(Ordering::Relaxed),
         2,
@@ -173,33 +199,57 @@ fn a_failing_op_does_not_fail_its_batch() {
         load_client(&clients, "half-done").unwrap().is_none(),
         "failed op rolled back"
     );
+    // Only the two ops that changed something were logged, in order.
+    drop(w);
+    let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
+    let logged: Vec<String> = found
+        .records
+        .iter()
+        .map(|(_, r)| WriteOp::decode(r).unwrap().name().to_owned())
+        .collect();
+    assert_eq!(logged, ["insert_client", "insert_client"]);
+    assert_eq!(
+        found.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [1, 2]
+    );
 }
 
 #[test]
 fn grant_ops_of_one_batch_see_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let db = bare_db(&dir);
-    let commits = AtomicU64::new(0);
+    let (mut w, commits) = writer(&dir, &db);
     let id = (kind_code(GrantKind::Otp), [7; 32]);
     let gone = (kind_code(GrantKind::AuthorizationCode), [7; 32]);
-    let (put, mut put_rx) = job("put", move |t| put_grant(t, id, b"a", 100));
-    let (swap, mut swap_rx) = job("swap", move |t| swap_grant(t, id, 1, Some(b"b".as_slice())));
-    let (stale, mut stale_rx) = job("stale", move |t| {
-        swap_grant(t, id, 1, Some(b"c".as_slice()))
-    });
-    let (replace, mut replace_rx) = job("replace", move |t| put_grant(t, id, b"d", 200));
-    let (made, mut made_rx) = job("made", move |t| put_grant(t, gone, b"x", 100));
-    let (used, mut used_rx) = job("used", move |t| swap_grant(t, gone, 1, None));
-    run_batch(&db, vec![put, swap, stale, replace, made, used], &commits);
-    assert!(matches!(put_rx.try_recv(), Ok(Ok(()))));
-    assert!(matches!(swap_rx.try_recv(), Ok(Ok(true))), "sees the put");
+    let put_op = |id, value: &[u8], expires_at| WriteOp::PutGrant {
+        id,
+        value: value.to_vec(),
+        expires_at,
+    };
+    let swap_op = |id, expected_version, new_value: Option<&[u8]>| WriteOp::SwapGrant {
+        id,
+        expected_version,
+        new_value: new_value.map(<[u8]>::to_vec),
+    };
+    let (put, mut put_rx) = job(put_op(id, b"a", 100));
+    let (swap, mut swap_rx) = job(swap_op(id, 1, Some(b"b")));
+    let (stale, mut stale_rx) = job(swap_op(id, 1, Some(b"c")));
+    let (replace, mut replace_rx) = job(put_op(id, b"d", 200));
+    let (made, mut made_rx) = job(put_op(gone, b"x", 100));
+    let (used, mut used_rx) = job(swap_op(gone, 1, None));
+    w.run_batch(vec![put, swap, stale, replace, made, used]);
+    assert!(matches!(put_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert!(
-        matches!(stale_rx.try_recv(), Ok(Ok(false))),
+        matches!(swap_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))),
+        "sees the put"
+    );
+    assert!(
+        matches!(stale_rx.try_recv(), Ok(Ok(Outcome::Flag(false)))),
         "sees the swap"
     );
-    assert!(matches!(replace_rx.try_recv(), Ok(Ok(()))));
-    assert!(matches!(made_rx.try_recv(), Ok(Ok(()))));
-    assert!(matches!(used_rx.try_recv(), Ok(Ok(true))));
+    assert!(matches!(replace_rx.try_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(made_rx.try_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(used_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))));
     assert_eq!(commits.load(Ordering::Relaxed), 1);
 
     let rt = db.begin_read().unwrap();
@@ -506,4 +556,122 @@ async fn sweeping_everything_leaves_no_index_rows() {
     assert!(row_counts(&store).iter().all(|&n| n > 0));
     while store.sweep(1_000_000, 1_000_000, 7).await.unwrap().total() > 0 {}
     assert_eq!(row_counts(&store), vec![0; 12]);
+}
+
+/// A log file in `dir` holding `ops` under their sequence numbers, with a
+/// torn record after them, as a crash in the middle of an append leaves.
+fn write_log(dir: &tempfile::TempDir, ops: &[(u64, WriteOp)]) -> Wal {
+    let path = dir.path().join("bare.wal");
+    let (mut wal, _) = Wal::open(&path).unwrap();
+    let mut buf = Vec::new();
+    for (seq, op) in ops {
+        wal::put_record(&mut buf, *seq, &op.encode().unwrap());
+    }
+    let mut torn = Vec::new();
+    wal::put_record(&mut torn, 99, b"never acknowledged");
+    buf.extend_from_slice(&torn[..torn.len() - 3]);
+    wal.append_durably(&buf).unwrap();
+    drop(wal);
+    Wal::open(&path).unwrap().0
+}
+
+fn log_position(db: &Database) -> Option<u64> {
+    let rt = db.begin_read().unwrap();
+    let meta = rt.open_table(META).unwrap();
+    let seq = meta.get(WAL_SEQ).unwrap();
+    seq.map(|v| v.value())
+}
+
+#[test]
+fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let owner = client("owner");
+    let s = session(&owner.id, 1000);
+    let ended = Ended {
+        at: 1100,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    };
+    // The checkpoint holds op 1 (the client) and says so.
+    {
+        let txn = db.begin_write().unwrap();
+        let mut t = Tables::open(&txn).unwrap();
+        insert_client(&mut t, &owner).unwrap();
+        t.meta.insert(WAL_SEQ, 1).unwrap();
+        drop(t);
+        txn.commit().unwrap();
+    }
+    let ops = vec![
+        (1, WriteOp::InsertClient(owner.clone())),
+        (
+            2,
+            WriteOp::CreateSession {
+                session: s.clone(),
+                refresh: Some(refresh(&s)),
+            },
+        ),
+        (
+            3,
+            WriteOp::EndSessions {
+                ids: vec![s.id],
+                ended: ended.clone(),
+                delete_after: 9000,
+            },
+        ),
+    ];
+    let mut wal = write_log(&dir, &ops);
+    let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
+    assert_eq!(found.records.len(), 3);
+    assert!(found.unreadable > 0, "the torn record");
+    assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
+    assert_eq!(log_position(&db), Some(3));
+    assert_eq!(wal.len(), 0, "the log is emptied once replayed");
+    let rt = db.begin_read().unwrap();
+    let stored = load_session(&rt.open_table(SESSIONS).unwrap(), s.id.as_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.ended, Some(ended));
+    let revoked = read_active_revocations(&rt, 1000).unwrap();
+    assert_eq!(revoked, vec![(s.id, s.access_cover_until)]);
+    drop(rt);
+    // Nothing is left to replay, and numbering goes on.
+    let (mut wal, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
+    assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
+}
+
+#[test]
+fn a_log_that_skips_ops_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let mut wal = write_log(&dir, &[(3, WriteOp::InsertClient(client("late")))]);
+    let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
+    match recover(&db, &mut wal, found) {
+        Err(StoreError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("ops 1 to 2 are missing"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log_position(&db), None, "nothing applied");
+}
+
+#[tokio::test]
+async fn writes_are_logged_until_a_checkpoint_and_a_clean_close_empties_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let options = RedbOptions {
+        checkpoint_every: Duration::from_secs(3600),
+        ..RedbOptions::default()
+    };
+    let store = RedbStore::open_with(&path, options.clone()).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let s = session(&owner.id, 1000);
+    store.create_session(&s, None).await.unwrap();
+    let logged = std::fs::metadata(wal_path(&path)).unwrap().len();
+    assert!(logged > 0, "acknowledged writes are in the log");
+    drop(store);
+    assert_eq!(std::fs::metadata(wal_path(&path)).unwrap().len(), 0);
+    let store = RedbStore::open_with(&path, options).unwrap();
+    assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s));
 }

@@ -1,39 +1,58 @@
-//! The writer thread and its group commit.
+//! The writer thread: group commit through the write-ahead log.
+//!
+//! Every write goes through one thread. It takes what is queued (up to
+//! [`MAX_BATCH`] ops), applies the ops in one redb transaction, appends
+//! them to the write-ahead log and syncs it, and only then commits the
+//! transaction (without a sync of its own: the log holds the ops) and
+//! answers. So a write is acknowledged only once it is on disk, and no
+//! reader sees it before. Every `checkpoint_every` (default
+//! [`DEFAULT_CHECKPOINT_EVERY`]), or
+//! [`CHECKPOINT_BYTES`] of log) a durable redb commit takes over what the
+//! log holds and the log is emptied; after a crash, [`super::recover`]
+//! replays what the last checkpoint did not take.
+//!
+//! Each transaction also records the sequence number of its last logged
+//! op (`meta`/`wal_seq`), so replay knows where the checkpoint stopped.
 
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use super::ops::{Outcome, WriteOp};
+use super::wal::{put_record, Wal};
 use super::*;
 
-// ---------------------------------------------------------------------------
-// the writer thread and its group commit
+/// By default, at most this long between durable redb commits.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Or this much log, whichever comes first.
+pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
 
 /// A queued write: applied inside a shared transaction, answered after the
-/// commit (or failed if the commit fails).
-pub(super) trait PendingOp: Send {
-    fn name(&self) -> &'static str;
-    /// Runs the op, keeping its answer. `Err` means the op may have changed
-    /// the transaction partway, so the transaction must be thrown away.
-    fn apply(&mut self, t: &mut Tables<'_>) -> StoreResult<()>;
-    fn answer(self: Box<Self>);
-    fn fail(self: Box<Self>, err: StoreError);
+/// log is synced and the transaction committed (or failed).
+pub(super) struct Job {
+    pub(super) op: WriteOp,
+    /// The op as a log record, encoded by the caller (off this thread).
+    record: Vec<u8>,
+    result: Option<StoreResult<Outcome>>,
+    reply: oneshot::Sender<StoreResult<Outcome>>,
 }
 
-pub(super) struct Op<T, F> {
-    name: &'static str,
-    run: F,
-    result: Option<StoreResult<T>>,
-    reply: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<T, F> PendingOp for Op<T, F>
-where
-    T: Send,
-    F: FnMut(&mut Tables<'_>) -> StoreResult<T> + Send,
-{
-    fn name(&self) -> &'static str {
-        self.name
+impl Job {
+    pub(super) fn new(op: WriteOp) -> StoreResult<(Self, oneshot::Receiver<StoreResult<Outcome>>)> {
+        let record = op.encode()?;
+        let (reply, answer) = oneshot::channel();
+        let job = Self {
+            op,
+            record,
+            result: None,
+            reply,
+        };
+        Ok((job, answer))
     }
 
+    /// Runs the op, keeping its answer. `Err` means the op may have changed
+    /// the transaction partway, so the transaction must be thrown away.
     fn apply(&mut self, t: &mut Tables<'_>) -> StoreResult<()> {
-        match (self.run)(t) {
+        match self.op.apply(t) {
             // Ops report a conflict or a missing record before changing anything.
             Err(e) if !matches!(e, StoreError::Conflict(_) | StoreError::Missing(_)) => Err(e),
             outcome => {
@@ -43,7 +62,12 @@ where
         }
     }
 
-    fn answer(self: Box<Self>) {
+    /// Whether the op changed anything, and so must be logged.
+    fn changed(&self) -> bool {
+        matches!(self.result, Some(Ok(_)))
+    }
+
+    fn answer(self) {
         let outcome = self
             .result
             .unwrap_or_else(|| Err(StoreError::Unavailable("write was not applied".into())));
@@ -51,117 +75,259 @@ where
         let _ = self.reply.send(outcome);
     }
 
-    fn fail(self: Box<Self>, err: StoreError) {
+    fn fail(self, err: StoreError) {
         let _ = self.reply.send(Err(err));
     }
 }
 
-pub(super) type Job = Box<dyn PendingOp>;
-
-/// Packages `run` as a job for the writer, with the receiver of its answer.
-pub(super) fn job<T, F>(name: &'static str, run: F) -> (Job, oneshot::Receiver<StoreResult<T>>)
-where
-    T: Send + 'static,
-    F: FnMut(&mut Tables<'_>) -> StoreResult<T> + Send + 'static,
-{
-    let (reply, answer) = oneshot::channel();
-    (
-        Box::new(Op {
-            name,
-            run,
-            result: None,
-            reply,
-        }),
-        answer,
-    )
+/// What the writer thread is sent. (Ticks are rare; boxing the job would
+/// cost an allocation per write.)
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Msg {
+    Write(Job),
+    /// From the ticker: checkpoint if one is due.
+    Tick,
 }
 
 pub(super) enum BatchError {
     /// An op failed; the transaction was aborted.
     Op(StoreError),
-    /// No transaction could be opened or committed: nothing was written.
+    /// Nothing was written (no transaction could be opened, or the log
+    /// could not be written).
     Storage(StoreError),
 }
 
-/// Applies every op in one transaction and commits it durably once.
-pub(super) fn apply_and_commit(
-    db: &Database,
-    batch: &mut [Job],
-    commits: &AtomicU64,
-) -> Result<(), BatchError> {
-    let mut txn = db
-        .begin_write()
-        .ctx("begin write")
-        .map_err(BatchError::Storage)?;
-    txn.set_durability(Durability::Immediate)
-        .ctx("set durability")
-        .map_err(BatchError::Storage)?;
-    let applied = apply_all(&txn, batch);
-    if let Err(e) = applied {
-        if let Err(abort) = txn.abort().ctx("abort write") {
-            tracing::warn!(error = %abort, "abort after a failed op failed");
-        }
-        return Err(e);
-    }
-    let started = std::time::Instant::now();
-    txn.commit().ctx("commit").map_err(BatchError::Storage)?;
-    metrics::histogram!("tessera_store_commit_seconds").record(started.elapsed().as_secs_f64());
-    commits.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+/// The writer's state.
+pub(super) struct Writer {
+    db: Arc<Database>,
+    wal: Wal,
+    /// The sequence number of the next logged op.
+    next_seq: u64,
+    /// Log bytes that no durable commit holds yet.
+    unsaved: u64,
+    last_checkpoint: Instant,
+    pub(super) checkpoint_every: Duration,
+    commits: Arc<AtomicU64>,
+    /// Set when the log and the database may disagree (a failed sync or
+    /// commit): from then on every write fails until a restart replays the
+    /// log.
+    broken: Arc<AtomicBool>,
+    records: Vec<u8>,
 }
 
-pub(super) fn apply_all(txn: &WriteTransaction, batch: &mut [Job]) -> Result<(), BatchError> {
-    let mut tables = Tables::open(txn).map_err(BatchError::Storage)?;
-    for op in batch.iter_mut() {
-        if let Err(e) = op.apply(&mut tables) {
-            tracing::warn!(op = op.name(), error = %e, "write op failed; transaction aborted");
-            return Err(BatchError::Op(e));
-        }
-    }
-    Ok(())
+fn broken_error() -> StoreError {
+    StoreError::Unavailable(
+        "the store stopped writing after a storage error; restart Tessera to recover".into(),
+    )
 }
 
-/// Runs a batch; if one op fails, the others are retried one per
-/// transaction so that a single bad op cannot fail its neighbours.
-pub(super) fn run_batch(db: &Database, mut batch: Vec<Job>, commits: &AtomicU64) {
-    match apply_and_commit(db, &mut batch, commits) {
-        Ok(()) => batch.into_iter().for_each(|op| op.answer()),
-        Err(BatchError::Op(e)) if batch.len() == 1 => {
-            if let Some(op) = batch.pop() {
-                op.fail(e);
+impl Writer {
+    pub(super) fn new(
+        db: Arc<Database>,
+        wal: Wal,
+        next_seq: u64,
+        commits: Arc<AtomicU64>,
+        broken: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            db,
+            wal,
+            next_seq,
+            unsaved: 0,
+            last_checkpoint: Instant::now(),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            commits,
+            broken,
+            records: Vec::new(),
+        }
+    }
+
+    fn poison(&self, what: &str, e: &dyn std::fmt::Display) {
+        tracing::error!(
+            error = %e,
+            wal = %self.wal.path().display(),
+            "{what}; the store accepts no more writes until Tessera restarts and replays its write-ahead log"
+        );
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// Applies every op in one transaction, logs the ones that changed
+    /// something, then commits.
+    fn apply_and_commit(&mut self, batch: &mut [Job]) -> Result<(), BatchError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .ctx("begin write")
+            .map_err(BatchError::Storage)?;
+        txn.set_durability(Durability::None)
+            .ctx("set durability")
+            .map_err(BatchError::Storage)?;
+        if let Err(e) = self.apply_all(&txn, batch) {
+            if let Err(abort) = txn.abort().ctx("abort write") {
+                tracing::warn!(error = %abort, "abort after a failed op failed");
+            }
+            return Err(e);
+        }
+        self.records.clear();
+        let mut seq = self.next_seq;
+        for job in batch.iter().filter(|j| j.changed()) {
+            put_record(&mut self.records, seq, &job.record);
+            seq += 1;
+        }
+        if seq > self.next_seq {
+            let started = Instant::now();
+            if let Err(e) = self.wal.append_durably(&self.records) {
+                // What reached the disk is unknown: stop, and let a restart
+                // replay whatever the log holds.
+                self.poison("writing the write-ahead log failed", &e);
+                let _ = txn.abort();
+                return Err(BatchError::Storage(broken_error()));
+            }
+            metrics::histogram!("tessera_store_log_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
+            self.next_seq = seq;
+            self.unsaved += self.records.len() as u64;
+        }
+        // Logged: from here the ops stand, whatever happens to this commit.
+        if let Err(e) = txn.commit() {
+            self.poison("committing a logged batch failed", &e);
+            return Err(BatchError::Storage(broken_error()));
+        }
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn apply_all(&self, txn: &WriteTransaction, batch: &mut [Job]) -> Result<(), BatchError> {
+        let mut tables = Tables::open(txn).map_err(BatchError::Storage)?;
+        for job in batch.iter_mut() {
+            if let Err(e) = job.apply(&mut tables) {
+                tracing::warn!(op = job.op.name(), error = %e, "write op failed; transaction aborted");
+                return Err(BatchError::Op(e));
             }
         }
-        Err(BatchError::Op(_)) => {
-            for op in batch {
-                run_batch(db, vec![op], commits);
+        let logged = batch.iter().filter(|j| j.changed()).count() as u64;
+        if logged > 0 {
+            tables
+                .meta
+                .insert(WAL_SEQ, self.next_seq + logged - 1)
+                .ctx("write log position")
+                .map_err(BatchError::Storage)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a batch; if one op fails, the others are retried one per
+    /// transaction so that a single bad op cannot fail its neighbours.
+    pub(super) fn run_batch(&mut self, mut batch: Vec<Job>) {
+        if self.broken.load(Ordering::SeqCst) {
+            batch.into_iter().for_each(|j| j.fail(broken_error()));
+            return;
+        }
+        match self.apply_and_commit(&mut batch) {
+            Ok(()) => batch.into_iter().for_each(Job::answer),
+            Err(BatchError::Op(e)) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    job.fail(e);
+                }
+            }
+            Err(BatchError::Op(_)) => {
+                for job in batch {
+                    self.run_batch(vec![job]);
+                }
+            }
+            Err(BatchError::Storage(e)) => {
+                let msg = e.to_string();
+                for job in batch {
+                    job.fail(StoreError::Unavailable(msg.clone()));
+                }
             }
         }
-        Err(BatchError::Storage(e)) => {
-            let msg = e.to_string();
-            for op in batch {
-                op.fail(StoreError::Unavailable(msg.clone()));
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.unsaved > 0
+            && (self.last_checkpoint.elapsed() >= self.checkpoint_every
+                || self.unsaved >= CHECKPOINT_BYTES)
+    }
+
+    /// A durable redb commit, which holds every op logged so far; then the
+    /// log is emptied.
+    pub(super) fn checkpoint(&mut self) {
+        if self.unsaved == 0 || self.broken.load(Ordering::SeqCst) {
+            return;
+        }
+        let started = Instant::now();
+        let durable = (|| -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = durable {
+            // Not fatal for what is logged, but the database may need the
+            // recovery a restart gives it.
+            self.poison("a checkpoint (durable commit) failed", &e);
+            return;
+        }
+        metrics::histogram!("tessera_store_checkpoint_seconds")
+            .record(started.elapsed().as_secs_f64());
+        self.unsaved = 0;
+        self.last_checkpoint = Instant::now();
+        if let Err(e) = self.wal.clear() {
+            // The records are all at or below the recorded position, and
+            // the log goes on growing; retried at the next checkpoint.
+            tracing::warn!(error = %e, "emptying the write-ahead log failed");
+            self.unsaved = self.wal.len();
+        }
+    }
+
+    /// The thread's loop. Ends once every sender is dropped and the queue
+    /// is drained, with a last checkpoint, so a clean stop leaves an
+    /// empty log.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        // For operators: how full the group commits are and how long each
+        // takes (apply, log sync, commit), which bound every durable write.
+        let batch_ops = metrics::histogram!("tessera_store_batch_ops");
+        let batch_seconds = metrics::histogram!("tessera_store_batch_seconds");
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = Vec::new();
+            if let Msg::Write(job) = first {
+                batch.push(job);
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Msg::Write(job)) => batch.push(job),
+                    Ok(Msg::Tick) => {}
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                let started = Instant::now();
+                batch_ops.record(batch.len() as f64);
+                self.run_batch(batch);
+                batch_seconds.record(started.elapsed().as_secs_f64());
+            }
+            if self.checkpoint_due() {
+                self.checkpoint();
             }
         }
+        self.checkpoint();
     }
 }
 
-pub(super) fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
-    // For operators: how full the group commits are and how long each
-    // takes (apply, write and fsync), which bound every durable write.
-    let batch_ops = metrics::histogram!("tessera_store_batch_ops");
-    let batch_seconds = metrics::histogram!("tessera_store_batch_seconds");
-    // Ends once every sender is dropped and the queue is drained.
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let started = std::time::Instant::now();
-        batch_ops.record(batch.len() as f64);
-        run_batch(&db, batch, &commits);
-        batch_seconds.record(started.elapsed().as_secs_f64());
-    }
+/// Sends a [`Msg::Tick`] every `every` (at least every second, so that it
+/// notices soon that the store is gone), so writes that stop coming are
+/// still checkpointed; ends with the store.
+pub(super) fn spawn_ticker(
+    queue: mpsc::WeakSender<Msg>,
+    every: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tessera-redb-tick".into())
+        .spawn(move || loop {
+            std::thread::sleep(every.min(Duration::from_secs(1)));
+            let Some(queue) = queue.upgrade() else { return };
+            // Full queue: the writer is busy and checkpoints as it goes.
+            let _ = queue.try_send(Msg::Tick);
+        })
 }
