@@ -1534,6 +1534,16 @@ fn python() -> String {
 
 const PIP: &str = "python3 -m pip install -r tests/python/requirements.txt";
 
+/// Command-line options for a script, each as one `--name=value` argument:
+/// a value that begins with `-` (a random secret can) would otherwise be
+/// taken by argparse for the next option.
+fn options(pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs
+        .iter()
+        .map(|(name, value)| format!("--{name}={value}"))
+        .collect()
+}
+
 /// Run a script of tests/python; its output is shown when it fails.
 async fn run_python(script: &str, args: &[String], limit: Duration) -> String {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
@@ -1567,27 +1577,16 @@ async fn authlib_runs_the_digilocker_flow() {
     }
     let (f, _otps, otp_url) = page_flow_at(REDIRECT).await;
     for (subject, login) in [("authlib-admin", "admin"), ("authlib-page", "page")] {
-        let args: Vec<String> = [
-            "--base",
-            &f.app.base,
-            "--admin-token",
-            &f.app.admin_token,
-            "--client-id",
-            &f.id,
-            "--client-secret",
-            &f.secret,
-            "--redirect-uri",
-            REDIRECT,
-            "--subject",
-            subject,
-            "--login",
-            login,
-            "--otp-url",
-            &otp_url,
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+        let args = options(&[
+            ("base", &f.app.base),
+            ("admin-token", &f.app.admin_token),
+            ("client-id", &f.id),
+            ("client-secret", &f.secret),
+            ("redirect-uri", REDIRECT),
+            ("subject", subject),
+            ("login", login),
+            ("otp-url", &otp_url),
+        ]);
         let out = run_python("digilocker_client.py", &args, Duration::from_secs(90)).await;
         assert!(out.contains("\"ok\": true"), "{out}");
         // What the client saw, the server agrees with.
@@ -1621,21 +1620,14 @@ async fn chromium_signs_in_through_the_built_in_login_page() {
         f.params(&challenge, &state, &[]),
     )
     .unwrap();
-    let mut args: Vec<String> = [
-        "--authorize-url",
-        authorize.as_str(),
-        "--redirect-uri",
-        &redirect,
-        "--identifier",
-        "asha@example.in",
-        "--otp-url",
-        &otp_url,
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    let mut args = options(&[
+        ("authorize-url", authorize.as_str()),
+        ("redirect-uri", &redirect),
+        ("identifier", "asha@example.in"),
+        ("otp-url", &otp_url),
+    ]);
     if let Some(dir) = std::env::var_os("DIGILOCKER_SCREENSHOTS") {
-        args.extend(["--screenshots".into(), dir.to_string_lossy().into_owned()]);
+        args.extend(options(&[("screenshots", &dir.to_string_lossy())]));
     }
     let out = run_python("login_browser.py", &args, Duration::from_secs(120)).await;
     let last: Value =
