@@ -285,8 +285,7 @@ impl RedbStore {
         let commits = Arc::new(AtomicU64::new(0));
         let broken = Arc::new(AtomicBool::new(false));
         let writer = {
-            let mut w = Writer::new(db.clone(), wal, next_seq, commits.clone(), broken.clone())
-                .map_err(|e| wal_error(&log, "starting the log sync thread for", e))?;
+            let mut w = Writer::new(db.clone(), wal, next_seq, commits.clone(), broken.clone());
             w.checkpoint_every = options.checkpoint_every;
             std::thread::Builder::new()
                 .name("tessera-redb-writer".into())

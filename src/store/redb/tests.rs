@@ -66,8 +66,7 @@ fn writer(dir: &tempfile::TempDir, db: &Arc<Database>) -> (Writer, Arc<AtomicU64
         1,
         commits.clone(),
         Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    );
     (w, commits)
 }
 
@@ -86,8 +85,8 @@ fn ops_of_one_batch_see_each_other_and_commit_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = bare_db(&dir);
     let (mut w, commits) = writer(&dir, &db);
-    let (first, first_rx) = client_job(client("dup"));
-    let (second, second_rx) = client_job(client("dup"));
+    let (first, mut first_rx) = client_job(client("dup"));
+    let (second, mut second_rx) = client_job(client("dup"));
     let renamed = Client {
         name: "renamed".into(),
         secret_version: 1,
@@ -98,26 +97,26 @@ fn ops_of_one_batch_see_each_other_and_commit_once() {
         secret_version: 1,
         ..client("dup")
     };
-    let (update, update_rx) = job(WriteOp::UpdateClient {
+    let (update, mut update_rx) = job(WriteOp::UpdateClient {
         client: renamed,
         expected_version: 0,
     });
-    let (stale, stale_rx) = job(WriteOp::UpdateClient {
+    let (stale, mut stale_rx) = job(WriteOp::UpdateClient {
         client: stale_copy,
         expected_version: 0,
     });
     w.run_batch(vec![first, second, update, stale]);
-    assert!(matches!(first_rx.blocking_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(first_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert!(matches!(
-        second_rx.blocking_recv(),
+        second_rx.try_recv(),
         Ok(Err(StoreError::Conflict("client")))
     ));
     assert!(
-        matches!(update_rx.blocking_recv(), Ok(Ok(Outcome::Flag(true)))),
+        matches!(update_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))),
         "sees the insert"
     );
     assert!(
-        matches!(stale_rx.blocking_recv(), Ok(Ok(Outcome::Flag(false)))),
+        matches!(stale_rx.try_recv(), Ok(Ok(Outcome::Flag(false)))),
         "sees the update's version"
     );
     assert_eq!(commits.load(Ordering::Relaxed), 1);
@@ -135,31 +134,25 @@ fn a_session_after_its_clients_delete_in_one_batch_is_refused() {
     let (before, after) = (session(&owner.id, 1000), session(&owner.id, 1000));
     let (before_r, after_r) = (refresh(&before), refresh(&after));
     let gone_id = owner.id.clone();
-    let (insert, insert_rx) = client_job(owner);
-    let (first, first_rx) = job(WriteOp::CreateSession {
+    let (insert, mut insert_rx) = client_job(owner);
+    let (first, mut first_rx) = job(WriteOp::CreateSession {
         session: before,
         refresh: Some(before_r),
     });
-    let (delete, delete_rx) = job(WriteOp::DeleteClient(gone_id));
-    let (late, late_rx) = job(WriteOp::CreateSession {
+    let (delete, mut delete_rx) = job(WriteOp::DeleteClient(gone_id));
+    let (late, mut late_rx) = job(WriteOp::CreateSession {
         session: after.clone(),
         refresh: Some(after_r.clone()),
     });
     w.run_batch(vec![insert, first, delete, late]);
-    assert!(matches!(insert_rx.blocking_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(insert_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert!(
-        matches!(first_rx.blocking_recv(), Ok(Ok(Outcome::Done))),
+        matches!(first_rx.try_recv(), Ok(Ok(Outcome::Done))),
         "sees the insert"
     );
-    assert!(matches!(
-        delete_rx.blocking_recv(),
-        Ok(Ok(Outcome::Flag(true)))
-    ));
+    assert!(matches!(delete_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))));
     assert!(
-        matches!(
-            late_rx.blocking_recv(),
-            Ok(Err(StoreError::Missing("client")))
-        ),
+        matches!(late_rx.try_recv(), Ok(Err(StoreError::Missing("client")))),
         "sees the delete"
     );
     assert_eq!(
@@ -183,16 +176,16 @@ fn a_failing_op_does_not_fail_its_batch() {
     let dir = tempfile::tempdir().unwrap();
     let db = bare_db(&dir);
     let (mut w, commits) = writer(&dir, &db);
-    let (a, a_rx) = client_job(client("a"));
-    let (bad, bad_rx) = job(WriteOp::FailAfterInsert(client("half-done")));
-    let (b, b_rx) = client_job(client("b"));
+    let (a, mut a_rx) = client_job(client("a"));
+    let (bad, mut bad_rx) = job(WriteOp::FailAfterInsert(client("half-done")));
+    let (b, mut b_rx) = client_job(client("b"));
     w.run_batch(vec![a, bad, b]);
-    assert!(matches!(a_rx.blocking_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(a_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert!(matches!(
-        bad_rx.blocking_recv(),
+        bad_rx.try_recv(),
         Ok(Err(StoreError::Corrupt { .. }))
     ));
-    assert!(matches!(b_rx.blocking_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(b_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert_eq!(
         commits.load(Ordering::Relaxed),
         2,
@@ -238,28 +231,25 @@ fn grant_ops_of_one_batch_see_each_other() {
         expected_version,
         new_value: new_value.map(<[u8]>::to_vec),
     };
-    let (put, put_rx) = job(put_op(id, b"a", 100));
-    let (swap, swap_rx) = job(swap_op(id, 1, Some(b"b")));
-    let (stale, stale_rx) = job(swap_op(id, 1, Some(b"c")));
-    let (replace, replace_rx) = job(put_op(id, b"d", 200));
-    let (made, made_rx) = job(put_op(gone, b"x", 100));
-    let (used, used_rx) = job(swap_op(gone, 1, None));
+    let (put, mut put_rx) = job(put_op(id, b"a", 100));
+    let (swap, mut swap_rx) = job(swap_op(id, 1, Some(b"b")));
+    let (stale, mut stale_rx) = job(swap_op(id, 1, Some(b"c")));
+    let (replace, mut replace_rx) = job(put_op(id, b"d", 200));
+    let (made, mut made_rx) = job(put_op(gone, b"x", 100));
+    let (used, mut used_rx) = job(swap_op(gone, 1, None));
     w.run_batch(vec![put, swap, stale, replace, made, used]);
-    assert!(matches!(put_rx.blocking_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(put_rx.try_recv(), Ok(Ok(Outcome::Done))));
     assert!(
-        matches!(swap_rx.blocking_recv(), Ok(Ok(Outcome::Flag(true)))),
+        matches!(swap_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))),
         "sees the put"
     );
     assert!(
-        matches!(stale_rx.blocking_recv(), Ok(Ok(Outcome::Flag(false)))),
+        matches!(stale_rx.try_recv(), Ok(Ok(Outcome::Flag(false)))),
         "sees the swap"
     );
-    assert!(matches!(replace_rx.blocking_recv(), Ok(Ok(Outcome::Done))));
-    assert!(matches!(made_rx.blocking_recv(), Ok(Ok(Outcome::Done))));
-    assert!(matches!(
-        used_rx.blocking_recv(),
-        Ok(Ok(Outcome::Flag(true)))
-    ));
+    assert!(matches!(replace_rx.try_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(made_rx.try_recv(), Ok(Ok(Outcome::Done))));
+    assert!(matches!(used_rx.try_recv(), Ok(Ok(Outcome::Flag(true)))));
     assert_eq!(commits.load(Ordering::Relaxed), 1);
 
     let rt = db.begin_read().unwrap();

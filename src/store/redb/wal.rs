@@ -113,26 +113,14 @@ impl Wal {
         self.len
     }
 
-    /// Appends `records` (made with [`put_record`]), without waiting for
-    /// the disk: see [`Wal::syncer`].
-    pub(super) fn append(&mut self, records: &[u8]) -> std::io::Result<()> {
+    /// Appends `records` (made with [`put_record`]) and waits until they
+    /// are on disk.
+    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(self.len))?;
         self.file.write_all(records)?;
+        self.file.sync_data()?;
         self.len += records.len() as u64;
         Ok(())
-    }
-
-    /// [`Wal::append`], then waits until the records are on disk.
-    #[cfg(test)]
-    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
-        self.append(records)?;
-        self.file.sync_data()
-    }
-
-    /// A second handle on the file, whose `sync_data` makes everything
-    /// appended before the call durable (while the writer goes on).
-    pub(super) fn syncer(&self) -> std::io::Result<File> {
-        self.file.try_clone()
     }
 
     /// Empties the log, once a durable commit holds everything in it. Not

@@ -2,25 +2,17 @@
 //!
 //! Every write goes through one thread. It takes what is queued (up to
 //! [`MAX_BATCH`] ops), applies the ops in one redb transaction, appends
-//! the ones that changed something to the write-ahead log, commits the
-//! transaction without a sync of its own, and hands the batch to the sync
-//! thread. That thread syncs the log (once for every batch waiting by
-//! then) and only then answers: a write is acknowledged once it is on
-//! disk. Meanwhile the writer applies the next batch, so a batch's
-//! application overlaps the previous one's sync.
-//!
-//! A batch is visible to readers from its commit, before its sync. What a
-//! reader may see early is never a reason to hand out a token: tokens of a
-//! new session are in its own (unanswered) reply, and an end or a rotation
-//! seen early refuses (fails closed). Any write that depends on an earlier
-//! batch is logged after it, so it can never be durable without it.
-//!
-//! Every `checkpoint_every` (default [`DEFAULT_CHECKPOINT_EVERY`]), or
-//! [`CHECKPOINT_BYTES`] of log, a durable redb commit takes over what the
+//! them to the write-ahead log and syncs it, and only then commits the
+//! transaction (without a sync of its own: the log holds the ops) and
+//! answers. So a write is acknowledged only once it is on disk, and no
+//! reader sees it before. Every `checkpoint_every` (default
+//! [`DEFAULT_CHECKPOINT_EVERY`]), or
+//! [`CHECKPOINT_BYTES`] of log) a durable redb commit takes over what the
 //! log holds and the log is emptied; after a crash, [`super::recover`]
-//! replays what the last checkpoint did not take. Each transaction also
-//! records the sequence number of its last logged op (`meta`/`wal_seq`),
-//! so replay knows where the checkpoint stopped.
+//! replays what the last checkpoint did not take.
+//!
+//! Each transaction also records the sequence number of its last logged
+//! op (`meta`/`wal_seq`), so replay knows where the checkpoint stopped.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -28,7 +20,6 @@ use std::time::{Duration, Instant};
 use super::ops::{Outcome, WriteOp};
 use super::wal::{put_record, Wal};
 use super::*;
-use std::path::Path;
 
 /// By default, at most this long between durable redb commits.
 pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -108,9 +99,6 @@ pub(super) enum BatchError {
 
 /// The writer's state.
 pub(super) struct Writer {
-    /// Batches whose log records are written, to be synced and answered.
-    syncer: Option<std::sync::mpsc::Sender<Vec<Job>>>,
-    sync_thread: Option<JoinHandle<()>>,
     db: Arc<Database>,
     wal: Wal,
     /// The sequence number of the next logged op.
@@ -140,18 +128,8 @@ impl Writer {
         next_seq: u64,
         commits: Arc<AtomicU64>,
         broken: Arc<AtomicBool>,
-    ) -> std::io::Result<Self> {
-        let file = wal.syncer()?;
-        let (syncer, batches) = std::sync::mpsc::channel();
-        let sync_thread = {
-            let (broken, path) = (broken.clone(), wal.path().to_owned());
-            std::thread::Builder::new()
-                .name("tessera-redb-sync".into())
-                .spawn(move || sync_loop(&file, &path, &batches, &broken))?
-        };
-        Ok(Self {
-            syncer: Some(syncer),
-            sync_thread: Some(sync_thread),
+    ) -> Self {
+        Self {
             db,
             wal,
             next_seq,
@@ -161,7 +139,7 @@ impl Writer {
             commits,
             broken,
             records: Vec::new(),
-        })
+        }
     }
 
     fn poison(&self, what: &str, e: &dyn std::fmt::Display) {
@@ -197,13 +175,16 @@ impl Writer {
             seq += 1;
         }
         if seq > self.next_seq {
-            if let Err(e) = self.wal.append(&self.records) {
-                // What reached the file is unknown: stop, and let a restart
+            let started = Instant::now();
+            if let Err(e) = self.wal.append_durably(&self.records) {
+                // What reached the disk is unknown: stop, and let a restart
                 // replay whatever the log holds.
                 self.poison("writing the write-ahead log failed", &e);
                 let _ = txn.abort();
                 return Err(BatchError::Storage(broken_error()));
             }
+            metrics::histogram!("tessera_store_log_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
             self.next_seq = seq;
             self.unsaved += self.records.len() as u64;
         }
@@ -243,7 +224,7 @@ impl Writer {
             return;
         }
         match self.apply_and_commit(&mut batch) {
-            Ok(()) => self.answer_when_synced(batch),
+            Ok(()) => batch.into_iter().for_each(Job::answer),
             Err(BatchError::Op(e)) if batch.len() == 1 => {
                 if let Some(job) = batch.pop() {
                     job.fail(e);
@@ -260,19 +241,6 @@ impl Writer {
                     job.fail(StoreError::Unavailable(msg.clone()));
                 }
             }
-        }
-    }
-
-    /// Answers `batch` once the log is synced past its records (in
-    /// order, after every batch before it).
-    fn answer_when_synced(&self, batch: Vec<Job>) {
-        let Some(syncer) = &self.syncer else {
-            batch.into_iter().for_each(|j| j.fail(broken_error()));
-            return;
-        };
-        if let Err(back) = syncer.send(batch) {
-            self.poison("the log sync thread is gone", &"disconnected");
-            back.0.into_iter().for_each(|j| j.fail(broken_error()));
         }
     }
 
@@ -344,61 +312,6 @@ impl Writer {
             }
         }
         self.checkpoint();
-        self.stop_syncer();
-    }
-
-    /// Lets the sync thread answer what it holds, and waits for it.
-    fn stop_syncer(&mut self) {
-        self.syncer.take();
-        if let Some(t) = self.sync_thread.take() {
-            if t.join().is_err() {
-                tracing::error!("redb log sync thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop_syncer();
-    }
-}
-
-/// The sync thread: one `sync_data` for every batch waiting, then their
-/// answers. After a failed sync nothing more is acknowledged.
-fn sync_loop(
-    file: &std::fs::File,
-    path: &Path,
-    batches: &std::sync::mpsc::Receiver<Vec<Job>>,
-    broken: &AtomicBool,
-) {
-    let sync_seconds = metrics::histogram!("tessera_store_log_sync_seconds");
-    while let Ok(first) = batches.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(batches.try_iter());
-        let started = Instant::now();
-        let synced = !broken.load(Ordering::SeqCst)
-            && match file.sync_data() {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        wal = %path.display(),
-                        "syncing the write-ahead log failed; the store accepts no more writes \
-                         until Tessera restarts and replays its write-ahead log"
-                    );
-                    broken.store(true, Ordering::SeqCst);
-                    false
-                }
-            };
-        sync_seconds.record(started.elapsed().as_secs_f64());
-        for job in waiting.into_iter().flatten() {
-            if synced {
-                job.answer();
-            } else {
-                job.fail(broken_error());
-            }
-        }
     }
 }
 
