@@ -167,11 +167,18 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
         seq.map(|v| v.value()).unwrap_or(0)
     };
     if found.unreadable > 0 {
+        // Kept for an operator: a crash cut a write short (never
+        // acknowledged), or the file is damaged, in which case what
+        // follows the damage is in the copy.
+        let copy = wal.path().with_extension("wal.unreadable");
+        let kept = std::fs::copy(wal.path(), &copy).map(|_| ());
         tracing::warn!(
             bytes = found.unreadable,
             wal = %wal.path().display(),
+            copy = %copy.display(),
+            copied = kept.is_ok(),
             "ignoring the unreadable end of the write-ahead log: a write cut short by a crash \
-             (never acknowledged), or damage"
+             (never acknowledged), or damage; the whole log is copied aside"
         );
     }
     let last_seen = found.records.last().map_or(0, |(seq, _)| *seq);
@@ -226,12 +233,18 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
             "replayed the writes the last checkpoint did not hold"
         );
     }
-    if wal.len() > 0 {
-        wal.clear()
+    if wal.len() > 0 || found.unreadable > 0 {
+        // Synced, unlike a checkpoint's: the unreadable tail may hold
+        // records with the sequence numbers the new ones will take.
+        wal.clear_durably()
             .map_err(|e| wal_error(wal.path(), "emptying the write-ahead log", e))?;
     }
     Ok(applied.max(last_seen) + 1)
 }
+
+/// The shortest interval between checkpoints [`RedbStore::open_with`]
+/// accepts (a shorter one is raised to it).
+const MIN_CHECKPOINT_EVERY: Duration = Duration::from_millis(10);
 
 /// Page cache of [`RedbStore::open`]: 64 MiB, which holds the interior
 /// B-tree pages of a multi-gigabyte file.
@@ -284,9 +297,18 @@ impl RedbStore {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(AtomicU64::new(0));
         let broken = Arc::new(AtomicBool::new(false));
+        // Started first: should it fail, no writer is left running.
+        spawn_ticker(
+            queue.downgrade(),
+            options.checkpoint_every.max(MIN_CHECKPOINT_EVERY),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot start redb checkpoint ticker");
+            StoreError::Unavailable(format!("start ticker: {e}"))
+        })?;
         let writer = {
             let mut w = Writer::new(db.clone(), wal, next_seq, commits.clone(), broken.clone());
-            w.checkpoint_every = options.checkpoint_every;
+            w.checkpoint_every = options.checkpoint_every.max(MIN_CHECKPOINT_EVERY);
             std::thread::Builder::new()
                 .name("tessera-redb-writer".into())
                 .spawn(move || w.run(rx))
@@ -295,10 +317,6 @@ impl RedbStore {
                     StoreError::Unavailable(format!("start writer: {e}"))
                 })?
         };
-        spawn_ticker(queue.downgrade(), options.checkpoint_every).map_err(|e| {
-            tracing::error!(error = %e, "cannot start redb checkpoint ticker");
-            StoreError::Unavailable(format!("start ticker: {e}"))
-        })?;
         let inner = Inner {
             db,
             queue: Some(queue),

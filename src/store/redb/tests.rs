@@ -624,9 +624,16 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
     let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
     assert_eq!(found.records.len(), 3);
     assert!(found.unreadable > 0, "the torn record");
+    let size = std::fs::metadata(wal.path()).unwrap().len();
     assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
     assert_eq!(log_position(&db), Some(3));
     assert_eq!(wal.len(), 0, "the log is emptied once replayed");
+    let copy = dir.path().join("bare.wal.unreadable");
+    assert_eq!(
+        std::fs::metadata(&copy).map(|m| m.len()).ok(),
+        Some(size),
+        "a log with an unreadable end is kept aside, whole"
+    );
     let rt = db.begin_read().unwrap();
     let stored = load_session(&rt.open_table(SESSIONS).unwrap(), s.id.as_bytes())
         .unwrap()

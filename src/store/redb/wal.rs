@@ -133,6 +133,12 @@ impl Wal {
         self.len = 0;
         Ok(())
     }
+
+    /// [`Wal::clear`], then waits until the emptying is on disk.
+    pub(super) fn clear_durably(&mut self) -> std::io::Result<()> {
+        self.clear()?;
+        self.file.sync_all()
+    }
 }
 
 #[cfg(test)]
