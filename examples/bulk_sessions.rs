@@ -59,6 +59,9 @@ struct Args {
     /// Openings in flight at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Lifetime of the access tokens issued (Tessera's default otherwise).
+    #[arg(long)]
+    access_token_ttl: Option<i64>,
 }
 
 fn pool_spec(s: &str) -> anyhow::Result<(String, usize)> {
@@ -168,6 +171,9 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         issuer: Some(args.issuer.clone()),
         sweep_interval_seconds: 3600,
+        access_token_ttl_seconds: args
+            .access_token_ttl
+            .unwrap_or(Settings::default().access_token_ttl_seconds),
         ..Settings::default()
     };
     // Builds exactly what `tessera serve` builds (store, keys, engine); the
