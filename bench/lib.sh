@@ -133,6 +133,19 @@ loadgen() {
         | awk '/^RPS / { print $2 }'
 }
 
+# mixed_load NAME SECS RSS_EVERY WARMUP INTROSPECT CC REFRESH REVOKE [EXPECT]:
+# the mixed workload (90% introspection, 5% client_credentials, 4% refresh,
+# 1% revocation) from those body files, sampling the server's RSS.
+mixed_load() {
+    local name=$1 secs=$2 every=$3 warmup=$4 intro=$5 cc=$6 refresh=$7 revoke=$8
+    local expect=${9:-'"active":true'}
+    loadgen "$name" "$secs" --warmup "$warmup" --basic-file "$BASIC" --rss-every "$every" \
+        --target "name=introspect;weight=90;path=/oauth2/introspect;file=$intro;expect=$expect" \
+        --target "name=client_credentials;weight=5;path=/oauth2/token;file=$cc;expect=\"access_token\"" \
+        --target "name=refresh;weight=4;once;path=/oauth2/token;file=$refresh;expect=\"refresh_token\"" \
+        --target "name=revoke;weight=1;once;path=/oauth2/revoke;file=$revoke"
+}
+
 # pair NAME PEAK_TARGETS HALF_TARGETS [extra args]: the peak (closed loop),
 # then half of that rate (open loop). Targets are ';'-joined specs, several
 # separated by '|'.
