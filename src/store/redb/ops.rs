@@ -141,9 +141,20 @@ impl WriteOp {
         })
     }
 
-    /// The op as a record of the write-ahead log.
+    /// The op as a record of the write-ahead log. An op too large for a
+    /// record is refused here, before anything is written: recovery would
+    /// read it as damage, and the write would be lost after its
+    /// acknowledgement.
     pub(super) fn encode(&self) -> StoreResult<Vec<u8>> {
-        encode("write-ahead log", self)
+        let record = encode("write-ahead log", self)?;
+        if record.len() > super::wal::MAX_RECORD {
+            return Err(StoreError::Unavailable(format!(
+                "a write of {} bytes is larger than the write-ahead log takes ({} bytes)",
+                record.len(),
+                super::wal::MAX_RECORD
+            )));
+        }
+        Ok(record)
     }
 
     pub(super) fn decode(record: &[u8]) -> StoreResult<Self> {

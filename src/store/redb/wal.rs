@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 
 /// Length, checksum and sequence number.
 const HEADER: usize = 16;
-/// No op comes near this; a larger length is damage, not a record.
-const MAX_RECORD: usize = 64 << 20;
+/// No op comes near this; a larger length is damage, not a record, and
+/// an op that would need more is refused before it is logged.
+pub(super) const MAX_RECORD: usize = 64 << 20;
 
 pub(super) struct Wal {
     file: File,
