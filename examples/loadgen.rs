@@ -49,6 +49,14 @@ enum Cmd {
     Run(RunArgs),
     /// Render the markdown table from the JSON of every run.
     Report(ReportArgs),
+    /// Print a run's RSS samples and whether they stayed flat (exit 1 if not).
+    Rss(RssArgs),
+}
+
+#[derive(Args)]
+struct RssArgs {
+    /// The JSON figures of a run made with `--rss-every`.
+    file: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -111,6 +119,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("loadgen: {e}");
+                2
+            }
+        },
+        Cmd::Rss(a) => match rss(a) {
+            Ok(ok) => i32::from(!ok),
+            Err(e) => {
+                eprintln!("loadgen rss: {e}");
                 2
             }
         },
@@ -1083,38 +1098,18 @@ fn report(args: ReportArgs) -> Result<bool, String> {
             let ex: Vec<&str> = ex.iter().filter_map(Value::as_str).collect();
             let _ = writeln!(md, "\nThe pre-created tokens of {} ran out before the end; its share went to the other operations from then on.", ex.join(", "));
         }
-        let samples: Vec<(f64, f64)> = m["rss_kb"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| Some((s[0].as_f64()?, s[1].as_f64()? / 1024.0)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if samples.len() >= 2 {
+        let samples = rss_samples(&m);
+        if let Some(trend) = RssTrend::judge(&samples) {
             let series: Vec<String> = samples
                 .iter()
                 .map(|(t, mb)| format!("{t:.0} s: {mb:.1}"))
                 .collect();
-            let (t_mid, mid) = samples[samples.len() / 2];
-            let (t_last, last) = samples[samples.len() - 1];
-            let max = samples.iter().map(|s| s.1).fold(0.0, f64::max);
-            let growth = last - mid;
-            let per_min = if t_last > t_mid {
-                growth / (t_last - t_mid) * 60.0
-            } else {
-                0.0
-            };
-            // Flat: under 1 MB a minute over the second half of the run.
-            let flat = per_min <= 1.0;
+            let mix_changed = m["exhausted"].as_array().is_some_and(|a| !a.is_empty());
             let _ = writeln!(
                 md,
-                "\nServer RSS during the mixed run (MB): {}. Second half of the run: {:+.1} MB, {:+.1} MB/min (max {:.1} MB): {}.\n",
+                "\nServer RSS during the mixed run (MB): {}. Memory: {}.\n",
                 series.join(", "),
-                growth,
-                per_min,
-                max,
-                if flat { "flat (under 1 MB/min)" } else { "**not flat: still growing**" }
+                trend.sentence(mix_changed)
             );
         }
     } else {
@@ -1226,4 +1221,180 @@ fn report(args: ReportArgs) -> Result<bool, String> {
         return Ok(false);
     }
     Ok(true)
+}
+
+// ---------------------------------------------------------------------------
+// memory verdict
+
+/// How much higher the later window's peak RSS may be than the earlier
+/// one's and still count as flat, as a share of the earlier peak.
+const RSS_TOLERANCE: f64 = 0.02;
+
+/// Whether a run's RSS stopped growing, judged on its high-water marks.
+///
+/// The first third of the run is left out: caches with a bound (the
+/// store's page cache, the verified-signature cache, the allocator's
+/// segments) fill while it lasts. The rest is cut into two windows of
+/// equal length; memory is flat when the later window's peak is at most
+/// [`RSS_TOLERANCE`] above the earlier window's. A leak raises every later
+/// peak; a cache that has reached its bound, or the allocator giving pages
+/// back and taking them again, does not. Peaks rather than single samples,
+/// so one sample taken at a high or a low point decides nothing.
+struct RssTrend {
+    settle_s: f64,
+    window_s: f64,
+    early_peak: f64,
+    late_peak: f64,
+    /// `None`: too few samples in a window to judge.
+    flat: Option<bool>,
+}
+
+impl RssTrend {
+    /// `samples`: (seconds since the start of the run, MB).
+    fn judge(samples: &[(f64, f64)]) -> Option<RssTrend> {
+        let (first, last) = (samples.first()?.0, samples.last()?.0);
+        let settle_s = first + (last - first) / 3.0;
+        let split = settle_s + (last - settle_s) / 2.0;
+        let peak = |lo: f64, hi: f64| {
+            let w: Vec<f64> = samples
+                .iter()
+                .filter(|(t, _)| *t >= lo && *t <= hi)
+                .map(|s| s.1)
+                .collect();
+            (w.len(), w.iter().copied().fold(0.0, f64::max))
+        };
+        let (n_early, early_peak) = peak(settle_s, split);
+        let (n_late, late_peak) = peak(split, last);
+        let flat = (n_early >= 3 && n_late >= 3)
+            .then_some(late_peak <= early_peak * (1.0 + RSS_TOLERANCE));
+        Some(RssTrend {
+            settle_s: settle_s - first,
+            window_s: split - settle_s,
+            early_peak,
+            late_peak,
+            flat,
+        })
+    }
+
+    /// Growth between the windows' peaks, per minute: the largest leak the
+    /// run could have hidden is about this plus the tolerance.
+    fn per_min(&self) -> f64 {
+        if self.window_s > 0.0 {
+            (self.late_peak - self.early_peak) / self.window_s * 60.0
+        } else {
+            0.0
+        }
+    }
+
+    fn sentence(&self, mix_changed: bool) -> String {
+        let verdict = match (mix_changed, self.flat) {
+            (true, _) => {
+                "**not judged**: a pool ran dry, so the mix changed during the run".to_owned()
+            }
+            (false, None) => "**not judged**: fewer than 3 samples in a window".to_owned(),
+            (false, Some(true)) => format!("**flat** (within {:.0}%)", RSS_TOLERANCE * 100.0),
+            (false, Some(false)) => format!(
+                "**not flat**: the later peak is more than {:.0}% above the earlier one",
+                RSS_TOLERANCE * 100.0
+            ),
+        };
+        format!(
+            "after the first {:.0} s (caches filling), peak {:.1} MB in the next {:.0} s and {:.1} MB in the last {:.0} s ({:+.1} MB, {:+.1} MB/min): {verdict}",
+            self.settle_s,
+            self.early_peak,
+            self.window_s,
+            self.late_peak,
+            self.window_s,
+            self.late_peak - self.early_peak,
+            self.per_min(),
+        )
+    }
+}
+
+/// (seconds, MB) from a run's `rss_kb` samples.
+fn rss_samples(run: &Value) -> Vec<(f64, f64)> {
+    run["rss_kb"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| Some((s[0].as_f64()?, s[1].as_f64()? / 1024.0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `loadgen rss FILE`: a run's RSS samples and their verdict.
+fn rss(args: RssArgs) -> Result<bool, String> {
+    let text =
+        std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let run: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let samples = rss_samples(&run);
+    let series: Vec<String> = samples
+        .iter()
+        .map(|(t, mb)| format!("{t:.0} s: {mb:.1}"))
+        .collect();
+    println!("RSS MB: {}", series.join(", "));
+    let mix_changed = run["exhausted"].as_array().is_some_and(|a| !a.is_empty());
+    match RssTrend::judge(&samples) {
+        Some(trend) => {
+            println!("{}", trend.sentence(mix_changed));
+            Ok(trend.flat == Some(true) && !mix_changed)
+        }
+        None => Err("no RSS samples in this run".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RssTrend;
+
+    /// 180 s sampled every 5 s, as bench/run does.
+    fn series(mb: impl Fn(f64) -> f64) -> Vec<(f64, f64)> {
+        (0..=36)
+            .map(|i| f64::from(i) * 5.0)
+            .map(|t| (t, mb(t)))
+            .collect()
+    }
+
+    #[test]
+    fn a_band_of_noise_after_the_caches_fill_is_flat() {
+        let s = series(|t| {
+            let fill = (t / 40.0).min(1.0) * 60.0;
+            let wobble = if (t as u64 / 5) % 3 == 0 { 2.5 } else { 0.0 };
+            100.0 + fill + wobble
+        });
+        let trend = RssTrend::judge(&s).unwrap();
+        assert_eq!(trend.flat, Some(true));
+        assert!((trend.settle_s - 60.0).abs() < 1e-9);
+        assert!((trend.window_s - 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn memory_given_back_late_is_flat() {
+        let s = series(|t| if t < 150.0 { 180.0 } else { 160.0 });
+        assert_eq!(RssTrend::judge(&s).unwrap().flat, Some(true));
+    }
+
+    #[test]
+    fn steady_growth_is_not_flat() {
+        // 5 MB a minute on 170 MB: 5 MB between the windows' peaks, 2.9%.
+        let s = series(|t| 170.0 + t / 60.0 * 5.0);
+        let trend = RssTrend::judge(&s).unwrap();
+        assert_eq!(trend.flat, Some(false));
+        assert!((trend.per_min() - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_step_up_in_the_last_window_is_not_flat() {
+        let s = series(|t| if t < 150.0 { 180.0 } else { 195.0 });
+        assert_eq!(RssTrend::judge(&s).unwrap().flat, Some(false));
+    }
+
+    #[test]
+    fn too_few_samples_are_not_judged() {
+        let s = vec![(0.0, 100.0), (30.0, 100.0), (60.0, 130.0)];
+        assert_eq!(RssTrend::judge(&s).unwrap().flat, None);
+        assert!(RssTrend::judge(&[]).is_none());
+    }
 }
