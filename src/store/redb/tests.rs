@@ -682,3 +682,23 @@ async fn writes_are_logged_until_a_checkpoint_and_a_clean_close_empties_the_log(
     let store = RedbStore::open_with(&path, options).unwrap();
     assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s));
 }
+
+#[tokio::test]
+async fn an_op_too_large_for_the_log_is_refused_and_nothing_else_is_hurt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let mut huge = client("huge");
+    huge.name = "x".repeat(wal::MAX_RECORD + 1);
+    let err = store.insert_client(&huge).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.contains("larger than the write-ahead log takes")),
+        "{err}"
+    );
+    let fine = client("fine");
+    store.insert_client(&fine).await.unwrap();
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.get_client(&huge.id).await.unwrap(), None);
+    assert_eq!(store.get_client(&fine.id).await.unwrap(), Some(fine));
+}
