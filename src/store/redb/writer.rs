@@ -105,6 +105,9 @@ pub(super) struct Writer {
     next_seq: u64,
     /// Log bytes that no durable commit holds yet.
     unsaved: u64,
+    /// Emptying the log after a checkpoint failed: it still holds records
+    /// a durable commit has. Retried at the next checkpoint's time.
+    uncleared: bool,
     last_checkpoint: Instant,
     pub(super) checkpoint_every: Duration,
     commits: Arc<AtomicU64>,
@@ -134,6 +137,7 @@ impl Writer {
             wal,
             next_seq,
             unsaved: 0,
+            uncleared: false,
             last_checkpoint: Instant::now(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             commits,
@@ -245,7 +249,7 @@ impl Writer {
     }
 
     fn checkpoint_due(&self) -> bool {
-        self.unsaved > 0
+        (self.unsaved > 0 || self.uncleared)
             && (self.last_checkpoint.elapsed() >= self.checkpoint_every
                 || self.unsaved >= CHECKPOINT_BYTES)
     }
@@ -253,32 +257,39 @@ impl Writer {
     /// A durable redb commit, which holds every op logged so far; then the
     /// log is emptied.
     pub(super) fn checkpoint(&mut self) {
-        if self.unsaved == 0 || self.broken.load(Ordering::SeqCst) {
+        if (self.unsaved == 0 && !self.uncleared) || self.broken.load(Ordering::SeqCst) {
             return;
         }
-        let started = Instant::now();
-        let durable = (|| -> Result<(), redb::Error> {
-            let mut txn = self.db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            txn.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = durable {
-            // Not fatal for what is logged, but the database may need the
-            // recovery a restart gives it.
-            self.poison("a checkpoint (durable commit) failed", &e);
-            return;
+        if self.unsaved > 0 {
+            let started = Instant::now();
+            let durable = (|| -> Result<(), redb::Error> {
+                let mut txn = self.db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                txn.commit()?;
+                Ok(())
+            })();
+            if let Err(e) = durable {
+                // Not fatal for what is logged, but the database may need
+                // the recovery a restart gives it.
+                self.poison("a checkpoint (durable commit) failed", &e);
+                return;
+            }
+            metrics::histogram!("tessera_store_checkpoint_seconds")
+                .record(started.elapsed().as_secs_f64());
+            self.unsaved = 0;
         }
-        metrics::histogram!("tessera_store_checkpoint_seconds")
-            .record(started.elapsed().as_secs_f64());
-        self.unsaved = 0;
         self.last_checkpoint = Instant::now();
-        if let Err(e) = self.wal.clear() {
-            // The records are all at or below the recorded position, and
-            // the log goes on growing; retried at the next checkpoint.
-            tracing::warn!(error = %e, "emptying the write-ahead log failed");
-            self.unsaved = self.wal.len();
-        }
+        // The records are all at or below the recorded position whether or
+        // not this works; if it fails, the log goes on growing and the
+        // emptying is retried at the next checkpoint's time (not at every
+        // batch, as counting the log as unsaved would make it).
+        self.uncleared = match self.wal.clear() {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "emptying the write-ahead log failed");
+                true
+            }
+        };
     }
 
     /// The thread's loop. Ends once every sender is dropped and the queue
