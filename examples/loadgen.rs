@@ -946,7 +946,7 @@ fn report(args: ReportArgs) -> Result<bool, String> {
         let p = &peak["total"];
         let rps = f(p, "rps");
         let ratio = if baseline > 0.0 { rps / baseline } else { 0.0 };
-        let dry = peak["exhausted"].as_array().is_some_and(|a| !a.is_empty());
+        let dry = ran_dry(&peak);
         let mut cells = format!(
             "| {title} | {:.0}{} | {:.3} | {:.2} | {:.2} | {:.2} |",
             rps,
@@ -1098,18 +1098,11 @@ fn report(args: ReportArgs) -> Result<bool, String> {
             let ex: Vec<&str> = ex.iter().filter_map(Value::as_str).collect();
             let _ = writeln!(md, "\nThe pre-created tokens of {} ran out before the end; its share went to the other operations from then on.", ex.join(", "));
         }
-        let samples = rss_samples(&m);
-        if let Some(trend) = RssTrend::judge(&samples) {
-            let series: Vec<String> = samples
-                .iter()
-                .map(|(t, mb)| format!("{t:.0} s: {mb:.1}"))
-                .collect();
-            let mix_changed = m["exhausted"].as_array().is_some_and(|a| !a.is_empty());
+        if let Some(memory) = MemoryVerdict::of(&m) {
             let _ = writeln!(
                 md,
                 "\nServer RSS during the mixed run (MB): {}. Memory: {}.\n",
-                series.join(", "),
-                trend.sentence(mix_changed)
+                memory.series, memory.sentence
             );
         }
     } else {
@@ -1255,17 +1248,18 @@ impl RssTrend {
         let (first, last) = (samples.first()?.0, samples.last()?.0);
         let settle_s = first + (last - first) / 3.0;
         let split = settle_s + (last - settle_s) / 2.0;
-        // Half-open windows: a sample at the split belongs to the later one.
-        let peak = |lo: f64, hi: f64, last_window: bool| {
+        // [settle, split) and [split, last]: a sample at the split counts
+        // once, in the later window.
+        let peak = |inside: &dyn Fn(f64) -> bool| {
             let w: Vec<f64> = samples
                 .iter()
-                .filter(|(t, _)| *t >= lo && (*t < hi || (last_window && *t <= hi)))
+                .filter(|s| inside(s.0))
                 .map(|s| s.1)
                 .collect();
             (w.len(), w.iter().copied().fold(0.0, f64::max))
         };
-        let (n_early, early_peak) = peak(settle_s, split, false);
-        let (n_late, late_peak) = peak(split, last, true);
+        let (n_early, early_peak) = peak(&|t| t >= settle_s && t < split);
+        let (n_late, late_peak) = peak(&|t| t >= split);
         let flat = (n_early >= 3 && n_late >= 3)
             .then_some(late_peak <= early_peak * (1.0 + RSS_TOLERANCE));
         Some(RssTrend {
@@ -1312,16 +1306,38 @@ impl RssTrend {
     }
 }
 
-/// (seconds, MB) from a run's `rss_kb` samples.
-fn rss_samples(run: &Value) -> Vec<(f64, f64)> {
-    run["rss_kb"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| Some((s[0].as_f64()?, s[1].as_f64()? / 1024.0)))
-                .collect()
+/// Whether a run's `once` targets ran out of lines before its end.
+fn ran_dry(run: &Value) -> bool {
+    run["exhausted"].as_array().is_some_and(|a| !a.is_empty())
+}
+
+/// A run's RSS samples as text, and the verdict on them.
+struct MemoryVerdict {
+    series: String,
+    sentence: String,
+    flat: bool,
+}
+
+impl MemoryVerdict {
+    /// `None` when the run has no RSS samples.
+    fn of(run: &Value) -> Option<Self> {
+        let samples: Vec<(f64, f64)> = run["rss_kb"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| Some((s[0].as_f64()?, s[1].as_f64()? / 1024.0)))
+            .collect();
+        let trend = RssTrend::judge(&samples)?;
+        let mix_changed = ran_dry(run);
+        let series: Vec<String> = samples
+            .iter()
+            .map(|(t, mb)| format!("{t:.0} s: {mb:.1}"))
+            .collect();
+        Some(Self {
+            series: series.join(", "),
+            sentence: trend.sentence(mix_changed),
+            flat: trend.flat == Some(true) && !mix_changed,
         })
-        .unwrap_or_default()
+    }
 }
 
 /// `loadgen rss FILE`: a run's RSS samples and their verdict.
@@ -1330,20 +1346,9 @@ fn rss(args: RssArgs) -> Result<bool, String> {
         std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let run: Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
-    let samples = rss_samples(&run);
-    let series: Vec<String> = samples
-        .iter()
-        .map(|(t, mb)| format!("{t:.0} s: {mb:.1}"))
-        .collect();
-    println!("RSS MB: {}", series.join(", "));
-    let mix_changed = run["exhausted"].as_array().is_some_and(|a| !a.is_empty());
-    match RssTrend::judge(&samples) {
-        Some(trend) => {
-            println!("{}", trend.sentence(mix_changed));
-            Ok(trend.flat == Some(true) && !mix_changed)
-        }
-        None => Err("no RSS samples in this run".into()),
-    }
+    let memory = MemoryVerdict::of(&run).ok_or("no RSS samples in this run")?;
+    println!("RSS MB: {}\n{}", memory.series, memory.sentence);
+    Ok(memory.flat)
 }
 
 #[cfg(test)]
