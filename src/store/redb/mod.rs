@@ -166,10 +166,11 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
         let seq = meta.get(WAL_SEQ).ctx("read log position")?;
         seq.map(|v| v.value()).unwrap_or(0)
     };
-    if found.unreadable > 0 {
-        // Kept for an operator: a crash cut a write short (never
-        // acknowledged), or the file is damaged, in which case what
-        // follows the damage is in the copy.
+    let last_seen = found.records.last().map_or(0, |(seq, _)| *seq);
+    if found.stray_seq.is_some_and(|s| s > applied.max(last_seen)) {
+        // Kept for an operator: records numbered past the readable ones
+        // mean damage, or an append a crash cut short in an unlucky order
+        // (never acknowledged).
         let copy = wal.path().with_extension("wal.unreadable");
         let kept = std::fs::copy(wal.path(), &copy).map(|_| ());
         tracing::warn!(
@@ -177,11 +178,18 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
             wal = %wal.path().display(),
             copy = %copy.display(),
             copied = kept.is_ok(),
-            "ignoring the unreadable end of the write-ahead log: a write cut short by a crash \
-             (never acknowledged), or damage; the whole log is copied aside"
+            "the write-ahead log holds whole records after a break in it: damage, or a write \
+             cut short by a crash (never acknowledged); they are ignored, and the whole log is \
+             copied aside"
+        );
+    } else if found.unreadable > 0 {
+        tracing::info!(
+            bytes = found.unreadable,
+            wal = %wal.path().display(),
+            "ignoring the end of the write-ahead log after its last record: older records of \
+             the reused file, or a write cut short by a crash (never acknowledged)"
         );
     }
-    let last_seen = found.records.last().map_or(0, |(seq, _)| *seq);
     let pending: Vec<(u64, Vec<u8>)> = found
         .records
         .into_iter()
@@ -210,8 +218,22 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
             .ctx("set durability")?;
         {
             let mut tables = Tables::open(&txn)?;
-            for (seq, record) in &pending {
-                let op = WriteOp::decode(record)?;
+            let ops = pending
+                .iter()
+                .map(|(seq, record)| Ok((*seq, WriteOp::decode(record)?)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            // Batches whose apply failed after they were logged.
+            let voided: Vec<_> = ops
+                .iter()
+                .filter_map(|(_, op)| match op {
+                    WriteOp::Void { first, last } => Some(*first..=*last),
+                    _ => None,
+                })
+                .collect();
+            for (seq, op) in &ops {
+                if voided.iter().any(|range| range.contains(seq)) {
+                    continue;
+                }
                 match op.apply(&mut tables) {
                     Ok(_) | Err(StoreError::Conflict(_) | StoreError::Missing(_)) => {}
                     Err(e) => {
@@ -234,8 +256,8 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
         );
     }
     if wal.len() > 0 || found.unreadable > 0 {
-        // Synced, unlike a checkpoint's: the unreadable tail may hold
-        // records with the sequence numbers the new ones will take.
+        // Synced, unlike a checkpoint's emptying: what follows the records
+        // may hold records with the sequence numbers the new ones will take.
         wal.clear_durably()
             .map_err(|e| wal_error(wal.path(), "emptying the write-ahead log", e))?;
     }

@@ -199,19 +199,70 @@ fn a_failing_op_does_not_fail_its_batch() {
         load_client(&clients, "half-done").unwrap().is_none(),
         "failed op rolled back"
     );
-    // Only the two ops that changed something were logged, in order.
+    // Each try was logged while it was applied; the failed ones are voided.
     drop(w);
-    let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
-    let logged: Vec<String> = found
+    let (mut wal, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
+    let logged: Vec<(u64, String)> = found
         .records
         .iter()
-        .map(|(_, r)| WriteOp::decode(r).unwrap().name().to_owned())
+        .map(|(seq, r)| (*seq, WriteOp::decode(r).unwrap().name().to_owned()))
         .collect();
-    assert_eq!(logged, ["insert_client", "insert_client"]);
+    let expected = [
+        "insert_client",
+        "fail_after_insert",
+        "insert_client",
+        "void",
+        "insert_client",
+        "fail_after_insert",
+        "void",
+        "insert_client",
+    ];
     assert_eq!(
-        found.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-        [1, 2]
+        logged,
+        (1..).zip(expected.map(String::from)).collect::<Vec<_>>()
     );
+    let voids: Vec<WriteOp> = found
+        .records
+        .iter()
+        .map(|(_, r)| WriteOp::decode(r).unwrap())
+        .filter(|op| matches!(op, WriteOp::Void { .. }))
+        .collect();
+    assert!(matches!(
+        voids[..],
+        [
+            WriteOp::Void { first: 1, last: 3 },
+            WriteOp::Void { first: 6, last: 6 }
+        ]
+    ));
+    // Replayed on an empty database, the log gives what the writer gave.
+    let other = tempfile::tempdir().unwrap();
+    let fresh = bare_db(&other);
+    assert_eq!(recover(&fresh, &mut wal, found).unwrap(), 9);
+    let rt = fresh.begin_read().unwrap();
+    let clients = rt.open_table(CLIENTS).unwrap();
+    assert!(load_client(&clients, "a").unwrap().is_some());
+    assert!(load_client(&clients, "b").unwrap().is_some());
+    assert!(load_client(&clients, "half-done").unwrap().is_none());
+}
+
+#[test]
+fn a_checkpoint_holds_the_position_of_voided_ops_so_none_is_numbered_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let (mut w, _) = writer(&dir, &db);
+    let (bad, mut bad_rx) = job(WriteOp::FailAfterInsert(client("half-done")));
+    w.run_batch(vec![bad]);
+    assert!(matches!(
+        bad_rx.try_recv(),
+        Ok(Err(StoreError::Corrupt { .. }))
+    ));
+    // Logged as 1, voided by 2; no transaction committed either.
+    assert_eq!(log_position(&db), None);
+    w.checkpoint();
+    assert_eq!(log_position(&db), Some(2));
+    drop(w);
+    let (mut wal, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
+    assert_eq!(recover(&db, &mut wal, found).unwrap(), 3);
 }
 
 #[test]
@@ -624,15 +675,13 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
     let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
     assert_eq!(found.records.len(), 3);
     assert!(found.unreadable > 0, "the torn record");
-    let size = std::fs::metadata(wal.path()).unwrap().len();
     assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
     assert_eq!(log_position(&db), Some(3));
     assert_eq!(wal.len(), 0, "the log is emptied once replayed");
-    let copy = dir.path().join("bare.wal.unreadable");
-    assert_eq!(
-        std::fs::metadata(&copy).map(|m| m.len()).ok(),
-        Some(size),
-        "a log with an unreadable end is kept aside, whole"
+    assert_eq!(std::fs::metadata(wal.path()).unwrap().len(), 0);
+    assert!(
+        !dir.path().join("bare.wal.unreadable").exists(),
+        "a torn end is what a crash leaves: nothing to keep"
     );
     let rt = db.begin_read().unwrap();
     let stored = load_session(&rt.open_table(SESSIONS).unwrap(), s.id.as_bytes())
@@ -645,6 +694,42 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
     // Nothing is left to replay, and numbering goes on.
     let (mut wal, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
     assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
+}
+
+#[test]
+fn a_log_with_whole_records_after_a_break_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let path = dir.path().join("bare.wal");
+    let (mut wal, _) = Wal::open(&path).unwrap();
+    let mut buf = Vec::new();
+    let ops = [client("one"), client("two"), client("three")].map(WriteOp::InsertClient);
+    let mut ends = Vec::new();
+    for (seq, op) in (1..).zip(&ops) {
+        wal::put_record(&mut buf, seq, &op.encode().unwrap());
+        ends.push(buf.len());
+    }
+    buf[ends[0] + 20] ^= 1; // damage inside record 2
+    wal.append_durably(&buf).unwrap();
+    drop(wal);
+    let (mut wal, found) = Wal::open(&path).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(found.stray_seq, Some(3));
+    assert_eq!(recover(&db, &mut wal, found).unwrap(), 2);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("bare.wal.unreadable"))
+            .map(|m| m.len())
+            .ok(),
+        Some(size),
+        "kept aside, whole"
+    );
+    let rt = db.begin_read().unwrap();
+    let clients = rt.open_table(CLIENTS).unwrap();
+    assert!(load_client(&clients, "one").unwrap().is_some());
+    assert!(
+        load_client(&clients, "three").unwrap().is_none(),
+        "not past the break"
+    );
 }
 
 #[test]
@@ -675,8 +760,12 @@ async fn writes_are_logged_until_a_checkpoint_and_a_clean_close_empties_the_log(
     store.insert_client(&owner).await.unwrap();
     let s = session(&owner.id, 1000);
     store.create_session(&s, None).await.unwrap();
-    let logged = std::fs::metadata(wal_path(&path)).unwrap().len();
-    assert!(logged > 0, "acknowledged writes are in the log");
+    let (_, logged) = Wal::open(&wal_path(&path)).unwrap();
+    assert_eq!(
+        logged.records.len(),
+        2,
+        "acknowledged writes are in the log"
+    );
     drop(store);
     assert_eq!(std::fs::metadata(wal_path(&path)).unwrap().len(), 0);
     let store = RedbStore::open_with(&path, options).unwrap();

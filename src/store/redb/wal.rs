@@ -17,7 +17,7 @@
 //! interrupted an append (an unacknowledged batch), or damage.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Length, checksum and sequence number.
@@ -25,20 +25,74 @@ const HEADER: usize = 16;
 /// No op comes near this; a larger length is damage, not a record, and
 /// an op that would need more is refused before it is logged.
 pub(super) const MAX_RECORD: usize = 64 << 20;
+/// The log is kept at least this long, in zeros where it holds no
+/// records (see [`Wal::reserve`]).
+const RESERVE_MIN: u64 = 1 << 20;
+/// It grows by doubling, at most by this much at a time.
+const RESERVE_STEP_MAX: u64 = 16 << 20;
 
 pub(super) struct Wal {
     file: File,
     path: PathBuf,
-    /// Bytes in the file: where the next append goes.
+    /// Bytes of records since the log was last emptied: where the next
+    /// append goes.
     len: u64,
+    /// Bytes written to the file: records, and zeros or old records after
+    /// them.
+    reserved: u64,
+    /// Bytes of an append that [`Wal::write`] started and [`Wal::sync`]
+    /// has not finished.
+    pending: u64,
 }
+
+fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = file;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` to the disk
+/// now, without waiting; the sync that follows then has less to wait for.
+/// A hint only (Linux): durability comes from the sync.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain system call on an open descriptor; it reads no
+    // memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// What [`Wal::open`] found.
 pub(super) struct Recovered {
     /// `(sequence, payload)` of every readable record, in order.
     pub records: Vec<(u64, Vec<u8>)>,
-    /// Bytes after the last readable record.
+    /// Where the readable records end.
+    pub end: u64,
+    /// Bytes after the last readable record, up to the zeros that end
+    /// the file's reserve.
     pub unreadable: u64,
+    /// The highest sequence number of a whole record in those bytes, if
+    /// any. The log reuses its file, so they hold older records, which
+    /// are numbered below the readable ones; a higher number means
+    /// records were lost in between (damage), or a crash cut an append
+    /// short in an unlucky order (never acknowledged).
+    pub stray_seq: Option<u64>,
 }
 
 /// Appends one record to `buf`.
@@ -53,35 +107,80 @@ pub(super) fn put_record(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// The readable records at the start of `bytes`, and how many bytes follow
-/// them.
+/// The whole record at `at`, if there is one: its sequence number and
+/// payload.
+fn record_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8])> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let word = |from: usize| {
+        u32::from_le_bytes([
+            header[from],
+            header[from + 1],
+            header[from + 2],
+            header[from + 3],
+        ])
+    };
+    let (len, crc) = (word(0) as usize, word(4));
+    let seq_bytes = &header[8..16];
+    if len > MAX_RECORD {
+        return None;
+    }
+    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
+    let mut check = crc32fast::Hasher::new();
+    check.update(seq_bytes);
+    check.update(payload);
+    if check.finalize() != crc {
+        return None;
+    }
+    let seq = u64::from_le_bytes(seq_bytes.try_into().ok()?);
+    Some((seq, payload))
+}
+
+/// The readable records at the start of `bytes` (a run of whole records
+/// with sequence numbers one apart), and what follows them.
 pub(super) fn read_records(bytes: &[u8]) -> Recovered {
     let mut records = Vec::new();
     let mut at = 0;
     let mut expected: Option<u64> = None;
-    while bytes.len() - at >= HEADER {
-        let field = |from: usize, n: usize| &bytes[at + from..at + from + n];
-        let len = u32::from_le_bytes(field(0, 4).try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(field(4, 4).try_into().unwrap_or_default());
-        let seq_bytes = field(8, 8);
-        let seq = u64::from_le_bytes(seq_bytes.try_into().unwrap_or_default());
-        if len > MAX_RECORD || bytes.len() - at - HEADER < len {
-            break;
-        }
-        let payload = &bytes[at + HEADER..at + HEADER + len];
-        let mut check = crc32fast::Hasher::new();
-        check.update(seq_bytes);
-        check.update(payload);
-        if check.finalize() != crc || expected.is_some_and(|e| e != seq) {
+    while let Some((seq, payload)) = record_at(bytes, at) {
+        if expected.is_some_and(|e| e != seq) {
             break;
         }
         records.push((seq, payload.to_vec()));
         expected = seq.checked_add(1);
-        at += HEADER + len;
+        at += HEADER + payload.len();
     }
+    let tail = &bytes[at..];
+    // Every offset is tried: older records need not start where the
+    // readable ones end. Zeros (the file's reserve) are skipped quickly.
+    let mut stray_seq = None;
+    let mut i = 0;
+    while i < tail.len() {
+        if tail[i] == 0 {
+            // A header holds a non-zero byte: go to the first offset whose
+            // header reaches the next one.
+            match tail[i..].iter().position(|&b| b != 0) {
+                None => break,
+                Some(n) if n >= HEADER => {
+                    i += n + 1 - HEADER;
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
+        match record_at(tail, i) {
+            Some((seq, payload)) => {
+                stray_seq = stray_seq.max(Some(seq));
+                i += HEADER + payload.len();
+            }
+            None => i += 1,
+        }
+    }
+    let zeros_at_end = tail.iter().rev().take_while(|&&b| b == 0).count();
     Recovered {
         records,
-        unreadable: (bytes.len() - at) as u64,
+        end: at as u64,
+        unreadable: (tail.len() - zeros_at_end) as u64,
+        stray_seq,
     }
 }
 
@@ -96,13 +195,15 @@ impl Wal {
         let mut file = options.open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let len = bytes.len() as u64;
+        let found = read_records(&bytes);
         let wal = Self {
             file,
             path: path.to_owned(),
-            len,
+            len: found.end,
+            reserved: bytes.len() as u64,
+            pending: 0,
         };
-        Ok((wal, read_records(&bytes)))
+        Ok((wal, found))
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -114,30 +215,86 @@ impl Wal {
         self.len
     }
 
-    /// Appends `records` (made with [`put_record`]) and waits until they
-    /// are on disk.
-    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
-        self.file.seek(SeekFrom::Start(self.len))?;
-        self.file.write_all(records)?;
-        self.file.sync_data()?;
-        self.len += records.len() as u64;
+    fn idle(&self) -> std::io::Result<()> {
+        match self.pending {
+            0 => Ok(()),
+            _ => Err(std::io::Error::other(
+                "the write-ahead log has an append that is not synced",
+            )),
+        }
+    }
+
+    /// Makes sure the file is written (in zeros, where it holds nothing
+    /// else) at least `needed` bytes far. An append inside written space
+    /// changes no file size, so its sync writes the data and nothing else:
+    /// on this project's machines 0.14 ms instead of 0.2 ms or more. Grows
+    /// by doubling; the zeros go to disk with the next sync.
+    fn reserve(&mut self, needed: u64) -> std::io::Result<()> {
+        if needed <= self.reserved {
+            return Ok(());
+        }
+        let mut target = self.reserved.max(RESERVE_MIN);
+        while target < needed {
+            target += target.min(RESERVE_STEP_MAX);
+        }
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = self.reserved;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            write_at(&self.file, &ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        self.reserved = target;
         Ok(())
     }
 
-    /// Empties the log, once a durable commit holds everything in it. Not
-    /// synced: should the emptying be lost in a crash, the old records are
-    /// all at or below the sequence number the store recorded, and are
-    /// skipped; records appended after it start at offset 0, so a stale
-    /// tail behind them breaks the sequence and is not read.
+    /// Writes `records` (made with [`put_record`]) after the ones before
+    /// and starts sending them to the disk; [`Wal::sync`] waits until they
+    /// are there. Nothing else may be appended in between.
+    pub(super) fn write(&mut self, records: &[u8]) -> std::io::Result<()> {
+        self.idle()?;
+        let n = records.len() as u64;
+        self.reserve(self.len + n)?;
+        write_at(&self.file, records, self.len)?;
+        self.pending = n;
+        start_writeback(&self.file, self.len, n);
+        Ok(())
+    }
+
+    /// Waits until what [`Wal::write`] wrote is on disk.
+    pub(super) fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.len += std::mem::take(&mut self.pending);
+        Ok(())
+    }
+
+    /// Appends `records` and waits until they are on disk.
+    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
+        self.write(records)?;
+        self.sync()
+    }
+
+    /// Empties the log, once a durable commit holds everything in it: the
+    /// next append goes to its start, over the old records, and the file
+    /// keeps its size. Nothing is written: should a crash come before the
+    /// next sync, the old records are all at or below the sequence number
+    /// the store recorded, and are skipped; records appended after it
+    /// start at offset 0, so the old ones behind them break the sequence
+    /// and are not read.
     pub(super) fn clear(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
+        self.idle()?;
         self.len = 0;
         Ok(())
     }
 
-    /// [`Wal::clear`], then waits until the emptying is on disk.
+    /// Empties the file itself, and waits until that is on disk: for a
+    /// clean stop, and after recovery, so that no old record is left
+    /// behind the new ones.
     pub(super) fn clear_durably(&mut self) -> std::io::Result<()> {
-        self.clear()?;
+        self.idle()?;
+        self.file.set_len(0)?;
+        self.len = 0;
+        self.reserved = 0;
         self.file.sync_all()
     }
 }
@@ -169,9 +326,19 @@ mod tests {
     fn reading_stops_at_a_torn_or_damaged_record() {
         let whole = log(&[(1, b"first"), (2, b"second")]);
         for cut in 1..(whole.len() - HEADER - 5) {
-            let r = read_records(&whole[..whole.len() - cut]);
+            let torn = &whole[..whole.len() - cut];
+            let r = read_records(torn);
             assert_eq!(r.records.len(), 1, "cut {cut}");
-            assert_eq!(r.unreadable as usize, whole.len() - cut - (HEADER + 5));
+            let rest = &torn[HEADER + 5..];
+            let trailing_zeros = rest.iter().rev().take_while(|&&b| b == 0).count();
+            assert_eq!(r.unreadable as usize, rest.len() - trailing_zeros);
+            assert_eq!(r.stray_seq, None, "a torn record is not whole");
+            // The same behind the file's reserve of zeros.
+            let mut reserved = torn.to_vec();
+            reserved.resize(torn.len() + 4096, 0);
+            let r = read_records(&reserved);
+            assert_eq!(r.records.len(), 1);
+            assert_eq!(r.unreadable as usize, rest.len() - trailing_zeros);
         }
         let mut flipped = whole.clone();
         let last = flipped.len() - 1;
@@ -194,6 +361,66 @@ mod tests {
             vec![10, 11]
         );
         assert!(r.unreadable > 0);
+    }
+
+    #[test]
+    fn a_whole_record_after_a_break_is_found() {
+        // Damage in the middle: record 2 is unreadable, 3 is whole.
+        let mut bytes = log(&[(1, b"one"), (2, b"two"), (3, b"three")]);
+        bytes[HEADER + 3 + HEADER] ^= 1;
+        bytes.resize(bytes.len() + 100, 0);
+        let r = read_records(&bytes);
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.stray_seq, Some(3));
+        // Zeros alone are the reserve: nothing unreadable, nothing stray.
+        let mut clean = log(&[(1, b"one")]);
+        clean.resize(clean.len() + (1 << 16), 0);
+        let r = read_records(&clean);
+        assert_eq!((r.records.len(), r.unreadable, r.stray_seq), (1, 0, None));
+    }
+
+    #[test]
+    fn the_file_is_reused_and_older_records_behind_new_ones_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append_durably(&log(&[(1, b"a long first record"), (2, b"b"), (3, b"c")]))
+            .unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size >= RESERVE_MIN, "written in zeros ahead: {size}");
+        wal.clear().unwrap();
+        assert_eq!(wal.len(), 0);
+        wal.append_durably(&log(&[(4, b"d")])).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "no new size");
+        drop(wal);
+        let (mut wal, found) = Wal::open(&path).unwrap();
+        assert_eq!(found.records, vec![(4, b"d".to_vec())]);
+        assert!(found.unreadable > 0, "the rest of the old records");
+        assert!(
+            found.stray_seq < Some(4),
+            "older records only: {:?}",
+            found.stray_seq
+        );
+        assert_eq!(wal.len(), (HEADER + 1) as u64);
+        // A durable emptying empties the file.
+        wal.clear_durably().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_written_append_counts_only_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(&dir.path().join("t.wal")).unwrap();
+        wal.write(&log(&[(1, b"a")])).unwrap();
+        assert_eq!(wal.len(), 0);
+        assert!(wal.write(&log(&[(2, b"b")])).is_err(), "one at a time");
+        assert!(wal.clear().is_err(), "not while one is open");
+        wal.sync().unwrap();
+        assert_eq!(wal.len(), (HEADER + 1) as u64);
+        wal.append_durably(&log(&[(2, b"b")])).unwrap();
+        drop(wal);
+        let (_, found) = Wal::open(&dir.path().join("t.wal")).unwrap();
+        assert_eq!(found.records.len(), 2);
     }
 
     #[test]

@@ -62,11 +62,6 @@ impl Job {
         }
     }
 
-    /// Whether the op changed anything, and so must be logged.
-    fn changed(&self) -> bool {
-        matches!(self.result, Some(Ok(_)))
-    }
-
     fn answer(self) {
         let outcome = self
             .result
@@ -155,43 +150,47 @@ impl Writer {
         self.broken.store(true, Ordering::SeqCst);
     }
 
-    /// Applies every op in one transaction, logs the ones that changed
-    /// something, then commits.
+    /// Writes every op of the batch to the log, applies them in one
+    /// transaction while the disk takes the log, then waits for the log's
+    /// sync and commits: nothing is visible to readers, nor answered,
+    /// before it is on disk. Ops that report a conflict or a missing
+    /// record are logged too; replay runs them on the same state, so they
+    /// change nothing there either.
     fn apply_and_commit(&mut self, batch: &mut [Job]) -> Result<(), BatchError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .ctx("begin write")
-            .map_err(BatchError::Storage)?;
-        txn.set_durability(Durability::None)
-            .ctx("set durability")
-            .map_err(BatchError::Storage)?;
-        if let Err(e) = self.apply_all(&txn, batch) {
-            if let Err(abort) = txn.abort().ctx("abort write") {
-                tracing::warn!(error = %abort, "abort after a failed op failed");
-            }
-            return Err(e);
-        }
+        let first = self.next_seq;
+        let last = first + batch.len() as u64 - 1;
         self.records.clear();
-        let mut seq = self.next_seq;
-        for job in batch.iter().filter(|j| j.changed()) {
+        for (seq, job) in (first..).zip(batch.iter()) {
             put_record(&mut self.records, seq, &job.record);
-            seq += 1;
         }
-        if seq > self.next_seq {
-            let started = Instant::now();
-            if let Err(e) = self.wal.append_durably(&self.records) {
-                // What reached the disk is unknown: stop, and let a restart
-                // replay whatever the log holds.
-                self.poison("writing the write-ahead log failed", &e);
+        let bytes = self.records.len() as u64;
+        // Written first, so the disk takes it while the ops are applied.
+        if let Err(e) = self.wal.write(&self.records) {
+            self.poison("writing the write-ahead log failed", &e);
+            return Err(BatchError::Storage(broken_error()));
+        }
+        let applied = self.apply_all(batch, last);
+        let started = Instant::now();
+        if let Err(e) = self.wal.sync() {
+            // What reached the disk is unknown: stop, and let a restart
+            // replay whatever the log holds.
+            self.poison("writing the write-ahead log failed", &e);
+            if let Ok(txn) = applied {
                 let _ = txn.abort();
-                return Err(BatchError::Storage(broken_error()));
             }
-            metrics::histogram!("tessera_store_log_sync_seconds")
-                .record(started.elapsed().as_secs_f64());
-            self.next_seq = seq;
-            self.unsaved += self.records.len() as u64;
+            return Err(BatchError::Storage(broken_error()));
         }
+        metrics::histogram!("tessera_store_log_sync_seconds")
+            .record(started.elapsed().as_secs_f64());
+        self.next_seq = last + 1;
+        self.unsaved += bytes;
+        let txn = match applied {
+            Ok(txn) => txn,
+            Err(e) => {
+                self.void(first, last)?;
+                return Err(e);
+            }
+        };
         // Logged: from here the ops stand, whatever happens to this commit.
         if let Err(e) = txn.commit() {
             self.poison("committing a logged batch failed", &e);
@@ -201,22 +200,58 @@ impl Writer {
         Ok(())
     }
 
-    fn apply_all(&self, txn: &WriteTransaction, batch: &mut [Job]) -> Result<(), BatchError> {
-        let mut tables = Tables::open(txn).map_err(BatchError::Storage)?;
-        for job in batch.iter_mut() {
-            if let Err(e) = job.apply(&mut tables) {
-                tracing::warn!(op = job.op.name(), error = %e, "write op failed; transaction aborted");
-                return Err(BatchError::Op(e));
+    /// Runs the batch's ops in a new transaction (not committed) that also
+    /// records `last` as the log position it holds.
+    fn apply_all(&self, batch: &mut [Job], last: u64) -> Result<WriteTransaction, BatchError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .ctx("begin write")
+            .map_err(BatchError::Storage)?;
+        let applied = (|| {
+            txn.set_durability(Durability::None)
+                .ctx("set durability")
+                .map_err(BatchError::Storage)?;
+            let mut tables = Tables::open(&txn).map_err(BatchError::Storage)?;
+            for job in batch.iter_mut() {
+                if let Err(e) = job.apply(&mut tables) {
+                    tracing::warn!(op = job.op.name(), error = %e, "write op failed; transaction aborted");
+                    return Err(BatchError::Op(e));
+                }
             }
-        }
-        let logged = batch.iter().filter(|j| j.changed()).count() as u64;
-        if logged > 0 {
             tables
                 .meta
-                .insert(WAL_SEQ, self.next_seq + logged - 1)
+                .insert(WAL_SEQ, last)
                 .ctx("write log position")
                 .map_err(BatchError::Storage)?;
+            Ok(())
+        })();
+        match applied {
+            Ok(()) => Ok(txn),
+            Err(e) => {
+                if let Err(abort) = txn.abort().ctx("abort write") {
+                    tracing::warn!(error = %abort, "abort after a failed op failed");
+                }
+                Err(e)
+            }
         }
+    }
+
+    /// Logs that the ops `first..=last`, logged but thrown away with their
+    /// transaction, are not to be replayed; the ops are then retried under
+    /// new sequence numbers. Should this fail, a replay would run them.
+    fn void(&mut self, first: u64, last: u64) -> Result<(), BatchError> {
+        let record = WriteOp::Void { first, last }
+            .encode()
+            .map_err(BatchError::Storage)?;
+        self.records.clear();
+        put_record(&mut self.records, self.next_seq, &record);
+        if let Err(e) = self.wal.append_durably(&self.records) {
+            self.poison("writing the write-ahead log failed", &e);
+            return Err(BatchError::Storage(broken_error()));
+        }
+        self.next_seq += 1;
+        self.unsaved += self.records.len() as u64;
         Ok(())
     }
 
@@ -262,9 +297,13 @@ impl Writer {
         }
         if self.unsaved > 0 {
             let started = Instant::now();
+            // It records the position of everything logged so far, voided
+            // ops included, so that no sequence number is handed out twice.
+            let logged = self.next_seq - 1;
             let durable = (|| -> Result<(), redb::Error> {
                 let mut txn = self.db.begin_write()?;
                 txn.set_durability(Durability::Immediate)?;
+                txn.open_table(META)?.insert(WAL_SEQ, logged)?;
                 txn.commit()?;
                 Ok(())
             })();
@@ -276,6 +315,12 @@ impl Writer {
             }
             metrics::histogram!("tessera_store_checkpoint_seconds")
                 .record(started.elapsed().as_secs_f64());
+            tracing::debug!(
+                wal_seq = logged,
+                log_bytes = self.unsaved,
+                took_ms = started.elapsed().as_secs_f64() * 1e3,
+                "checkpoint: the database holds every logged write"
+            );
             self.unsaved = 0;
         }
         self.last_checkpoint = Instant::now();
@@ -323,6 +368,12 @@ impl Writer {
             }
         }
         self.checkpoint();
+        // A clean stop leaves an empty file.
+        if self.unsaved == 0 && !self.broken.load(Ordering::SeqCst) {
+            if let Err(e) = self.wal.clear_durably() {
+                tracing::warn!(error = %e, "emptying the write-ahead log at stop failed");
+            }
+        }
     }
 }
 
