@@ -5,16 +5,23 @@
 //! scattered over the file, and waits for all of them; on this project's
 //! machines that was 2–3 ms per group commit, most of the time of every
 //! durable write. Appending the batch's ops to one file and syncing that
-//! writes a few contiguous pages (≈ 0.3 ms). The redb commits in between
-//! are made without a sync, and a periodic checkpoint (one durable redb
-//! commit) makes the log up to it redundant, so it is emptied.
+//! writes a few contiguous pages. The redb commits in between are made
+//! without a sync, and a periodic checkpoint (one durable redb commit)
+//! makes the log up to it redundant, so the next append goes to its
+//! start again.
+//!
+//! The file is reused, and kept written ahead in zeros (see
+//! [`Wal::reserve`]): an append that changes no file size syncs its data
+//! only (≈ 0.14 ms here, against 0.2–0.3 ms for one that grows the file).
 //!
 //! A record is `length: u32 LE`, `crc32: u32 LE` (of the sequence number
 //! and the payload), `sequence: u64 LE`, then `length` bytes of payload.
 //! Sequence numbers grow by one from record to record, across checkpoints.
 //! Reading stops at the first record that is cut short, fails its
-//! checksum, or does not continue the sequence: that is where a crash
-//! interrupted an append (an unacknowledged batch), or damage.
+//! checksum, or does not continue the sequence: that is where the records
+//! of the current round end (zeros, or the older records of the reused
+//! file, all numbered lower), where a crash interrupted an append (an
+//! unacknowledged batch), or damage.
 
 use std::fs::File;
 use std::io::Read;

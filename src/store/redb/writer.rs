@@ -1,18 +1,23 @@
 //! The writer thread: group commit through the write-ahead log.
 //!
 //! Every write goes through one thread. It takes what is queued (up to
-//! [`MAX_BATCH`] ops), applies the ops in one redb transaction, appends
-//! them to the write-ahead log and syncs it, and only then commits the
-//! transaction (without a sync of its own: the log holds the ops) and
+//! [`MAX_BATCH`] ops), writes them to the write-ahead log and starts that
+//! writing on its way to the disk, applies the ops in one redb
+//! transaction meanwhile, waits for the log's sync, and only then commits
+//! the transaction (without a sync of its own: the log holds the ops) and
 //! answers. So a write is acknowledged only once it is on disk, and no
-//! reader sees it before. Every `checkpoint_every` (default
-//! [`DEFAULT_CHECKPOINT_EVERY`]), or
-//! [`CHECKPOINT_BYTES`] of log) a durable redb commit takes over what the
-//! log holds and the log is emptied; after a crash, [`super::recover`]
-//! replays what the last checkpoint did not take.
+//! reader sees it before. A batch whose apply fails after it was logged
+//! is voided in the log ([`WriteOp::Void`]) and its ops are retried one
+//! by one. Every `checkpoint_every` (default
+//! [`DEFAULT_CHECKPOINT_EVERY`]), or [`CHECKPOINT_BYTES`] of log, a
+//! durable redb commit takes over what the log holds and the log starts
+//! again from its beginning; after a crash, [`super::recover`] replays
+//! what the last checkpoint did not take.
 //!
 //! Each transaction also records the sequence number of its last logged
-//! op (`meta`/`wal_seq`), so replay knows where the checkpoint stopped.
+//! op (`meta`/`wal_seq`), and each checkpoint that of the last op logged
+//! at all, so replay knows where the checkpoint stopped and no number is
+//! used twice.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
