@@ -141,7 +141,7 @@ fn prepare_file(path: &Path) -> StoreResult<()> {
 
 fn create_tables(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write().ctx("begin write")?;
-    Tables::open(&txn).map(drop)?;
+    Tables::open(&txn)?.open_all()?;
     txn.commit().ctx("commit table creation")
 }
 
@@ -244,7 +244,7 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
             }
             let last = pending.last().map_or(applied, |(seq, _)| *seq);
             tables
-                .meta
+                .meta()?
                 .insert(WAL_SEQ, last)
                 .ctx("write log position")?;
         }

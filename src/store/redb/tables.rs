@@ -203,50 +203,101 @@ where
 // ---------------------------------------------------------------------------
 // the write side: every table of one write transaction
 
+/// The tables of one write transaction, each opened on first use: a
+/// batch of grants touches 7 of the 14, and every table opened costs a
+/// lookup when it is opened and another when the transaction commits.
 pub(super) struct Tables<'t> {
-    pub(super) clients: Table<'t, &'static str, Bytes>,
-    pub(super) sessions: Table<'t, Id, Bytes>,
-    pub(super) by_subject: Table<'t, Keyed<Id>, ()>,
-    pub(super) by_client: Table<'t, Keyed<Id>, ()>,
-    pub(super) live: Table<'t, (i64, Id), ()>,
-    pub(super) delete_queue: Table<'t, (i64, Id), ()>,
-    pub(super) references: Table<'t, Keyed<TokenHash>, Id>,
-    pub(super) refresh: Table<'t, TokenHash, Bytes>,
-    pub(super) refresh_by_expiry: Table<'t, (i64, TokenHash), ()>,
-    pub(super) revoked: Table<'t, (i64, Id), ()>,
-    pub(super) audit: Table<'t, (i64, u64), Bytes>,
-    pub(super) grants: Table<'t, GrantId, GrantRow>,
-    pub(super) grants_by_expiry: Table<'t, (i64, u8, TokenHash), ()>,
-    pub(super) meta: Table<'t, &'static str, u64>,
+    txn: &'t WriteTransaction,
+    clients: Option<Table<'t, &'static str, Bytes>>,
+    sessions: Option<Table<'t, Id, Bytes>>,
+    by_subject: Option<Table<'t, Keyed<Id>, ()>>,
+    by_client: Option<Table<'t, Keyed<Id>, ()>>,
+    live: Option<Table<'t, (i64, Id), ()>>,
+    delete_queue: Option<Table<'t, (i64, Id), ()>>,
+    references: Option<Table<'t, Keyed<TokenHash>, Id>>,
+    refresh: Option<Table<'t, TokenHash, Bytes>>,
+    refresh_by_expiry: Option<Table<'t, (i64, TokenHash), ()>>,
+    revoked: Option<Table<'t, (i64, Id), ()>>,
+    audit: Option<Table<'t, (i64, u64), Bytes>>,
+    grants: Option<Table<'t, GrantId, GrantRow>>,
+    grants_by_expiry: Option<Table<'t, (i64, u8, TokenHash), ()>>,
+    meta: Option<Table<'t, &'static str, u64>>,
+}
+
+/// `Tables::NAME()`: the table, opened if it is not yet.
+macro_rules! lazy_tables {
+    ($($name:ident: $def:ident, $k:ty, $v:ty, $what:literal;)*) => {
+        $(
+            pub(super) fn $name(&mut self) -> StoreResult<&mut Table<'t, $k, $v>> {
+                match &mut self.$name {
+                    Some(table) => Ok(table),
+                    slot => Ok(slot.insert(self.txn.open_table($def).ctx($what)?)),
+                }
+            }
+        )*
+    };
 }
 
 impl<'t> Tables<'t> {
     pub(super) fn open(txn: &'t WriteTransaction) -> StoreResult<Self> {
         Ok(Self {
-            clients: txn.open_table(CLIENTS).ctx("open clients")?,
-            sessions: txn.open_table(SESSIONS).ctx("open sessions")?,
-            by_subject: txn.open_table(BY_SUBJECT).ctx("open sessions_by_subject")?,
-            by_client: txn.open_table(BY_CLIENT).ctx("open sessions_by_client")?,
-            live: txn.open_table(LIVE).ctx("open live_by_expiry")?,
-            delete_queue: txn.open_table(DELETE_QUEUE).ctx("open delete_queue")?,
-            references: txn.open_table(REFERENCES).ctx("open references")?,
-            refresh: txn.open_table(REFRESH).ctx("open refresh")?,
-            refresh_by_expiry: txn
-                .open_table(REFRESH_BY_EXPIRY)
-                .ctx("open refresh_by_expiry")?,
-            revoked: txn.open_table(REVOKED).ctx("open revoked")?,
-            audit: txn.open_table(AUDIT).ctx("open audit")?,
-            grants: txn.open_table(GRANTS).ctx("open grants")?,
-            grants_by_expiry: txn
-                .open_table(GRANTS_BY_EXPIRY)
-                .ctx("open grants_by_expiry")?,
-            meta: txn.open_table(META).ctx("open meta")?,
+            txn,
+            clients: None,
+            sessions: None,
+            by_subject: None,
+            by_client: None,
+            live: None,
+            delete_queue: None,
+            references: None,
+            refresh: None,
+            refresh_by_expiry: None,
+            revoked: None,
+            audit: None,
+            grants: None,
+            grants_by_expiry: None,
+            meta: None,
         })
+    }
+
+    /// Opens every table, creating the missing ones.
+    pub(super) fn open_all(&mut self) -> StoreResult<()> {
+        self.clients()?;
+        self.sessions()?;
+        self.by_subject()?;
+        self.by_client()?;
+        self.live()?;
+        self.delete_queue()?;
+        self.references()?;
+        self.refresh()?;
+        self.refresh_by_expiry()?;
+        self.revoked()?;
+        self.audit()?;
+        self.grants()?;
+        self.grants_by_expiry()?;
+        self.meta()?;
+        Ok(())
+    }
+
+    lazy_tables! {
+        clients: CLIENTS, &'static str, Bytes, "open clients";
+        sessions: SESSIONS, Id, Bytes, "open sessions";
+        by_subject: BY_SUBJECT, Keyed<Id>, (), "open sessions_by_subject";
+        by_client: BY_CLIENT, Keyed<Id>, (), "open sessions_by_client";
+        live: LIVE, (i64, Id), (), "open live_by_expiry";
+        delete_queue: DELETE_QUEUE, (i64, Id), (), "open delete_queue";
+        references: REFERENCES, Keyed<TokenHash>, Id, "open references";
+        refresh: REFRESH, TokenHash, Bytes, "open refresh";
+        refresh_by_expiry: REFRESH_BY_EXPIRY, (i64, TokenHash), (), "open refresh_by_expiry";
+        revoked: REVOKED, (i64, Id), (), "open revoked";
+        audit: AUDIT, (i64, u64), Bytes, "open audit";
+        grants: GRANTS, GrantId, GrantRow, "open grants";
+        grants_by_expiry: GRANTS_BY_EXPIRY, (i64, u8, TokenHash), (), "open grants_by_expiry";
+        meta: META, &'static str, u64, "open meta";
     }
 
     pub(super) fn put_client(&mut self, c: &Client) -> StoreResult<()> {
         let bytes = encode("clients", c)?;
-        self.clients
+        self.clients()?
             .insert(c.id.as_str(), bytes.as_slice())
             .ctx("write client")?;
         Ok(())
@@ -255,7 +306,7 @@ impl<'t> Tables<'t> {
     /// Writes the record only; callers keep the indexes in step.
     pub(super) fn put_session(&mut self, s: &Session) -> StoreResult<()> {
         let bytes = compact::encode_session(s)?;
-        self.sessions
+        self.sessions()?
             .insert(s.id.as_bytes(), bytes.as_slice())
             .ctx("write session")?;
         Ok(())
@@ -263,10 +314,10 @@ impl<'t> Tables<'t> {
 
     pub(super) fn put_refresh(&mut self, r: &RefreshRecord) -> StoreResult<()> {
         let bytes = compact::encode_refresh(r);
-        self.refresh
+        self.refresh()?
             .insert(&r.hash, bytes.as_slice())
             .ctx("write refresh token")?;
-        self.refresh_by_expiry
+        self.refresh_by_expiry()?
             .insert((r.expires_at, r.hash), ())
             .ctx("write refresh index")?;
         Ok(())
@@ -280,7 +331,7 @@ impl<'t> Tables<'t> {
         expires_at: UnixTime,
         value: &[u8],
     ) -> StoreResult<()> {
-        self.grants
+        self.grants()?
             .insert(id, (version, expires_at, value))
             .ctx("write grant")?;
         Ok(())
@@ -289,39 +340,39 @@ impl<'t> Tables<'t> {
     /// The not-ended session holding `reference` for `client`, if its record
     /// still exists.
     pub(super) fn reference_holder(
-        &self,
+        &mut self,
         client: &ClientId,
         reference: &TokenHash,
     ) -> StoreResult<Option<Id>> {
         let key = (client.as_str(), *reference);
         let Some(id) = self
-            .references
+            .references()?
             .get(key)
             .ctx("read reference")?
             .map(|v| v.value())
         else {
             return Ok(None);
         };
-        Ok(self.sessions.get(&id).ctx("read session")?.map(|_| id))
+        Ok(self.sessions()?.get(&id).ctx("read session")?.map(|_| id))
     }
 
     pub(super) fn insert_indexes(&mut self, s: &Session) -> StoreResult<()> {
         let id = *s.id.as_bytes();
-        self.by_subject
+        self.by_subject()?
             .insert((s.subject.as_str(), id), ())
             .ctx("write subject index")?;
-        self.by_client
+        self.by_client()?
             .insert((s.client_id.as_str(), id), ())
             .ctx("write client index")?;
-        self.delete_queue
+        self.delete_queue()?
             .insert((s.delete_after, id), ())
             .ctx("write delete queue")?;
         if s.ended.is_none() {
-            self.live
+            self.live()?
                 .insert((s.expires_at, id), ())
                 .ctx("write live index")?;
             if let Some(r) = &s.reference {
-                self.references
+                self.references()?
                     .insert((s.client_id.as_str(), *r), id)
                     .ctx("write reference")?;
             }
@@ -332,18 +383,18 @@ impl<'t> Tables<'t> {
     /// Drops the rows that only a not-ended session has.
     pub(super) fn remove_live_indexes(&mut self, s: &Session) -> StoreResult<()> {
         let id = *s.id.as_bytes();
-        self.live
+        self.live()?
             .remove((s.expires_at, id))
             .ctx("remove live index")?;
         if let Some(r) = &s.reference {
             let key = (s.client_id.as_str(), *r);
             let held_by_this = self
-                .references
+                .references()?
                 .get(key)
                 .ctx("read reference")?
                 .map(|v| v.value());
             if held_by_this == Some(id) {
-                self.references.remove(key).ctx("remove reference")?;
+                self.references()?.remove(key).ctx("remove reference")?;
             }
         }
         Ok(())
@@ -352,15 +403,15 @@ impl<'t> Tables<'t> {
     pub(super) fn remove_indexes(&mut self, s: &Session) -> StoreResult<()> {
         let id = *s.id.as_bytes();
         self.remove_live_indexes(s)?;
-        self.by_subject
+        self.by_subject()?
             .remove((s.subject.as_str(), id))
             .ctx("remove subject index")?;
-        self.by_client
+        self.by_client()?
             .remove((s.client_id.as_str(), id))
             .ctx("remove client index")?;
         // The revoked row is left to its own sweep: it is due by now anyway
         // (retention never ends before the cover).
-        self.delete_queue
+        self.delete_queue()?
             .remove((s.delete_after, id))
             .ctx("remove delete queue row")?;
         Ok(())
@@ -368,11 +419,11 @@ impl<'t> Tables<'t> {
 
     pub(super) fn set_delete_after(&mut self, s: &mut Session, at: UnixTime) -> StoreResult<()> {
         let id = *s.id.as_bytes();
-        self.delete_queue
+        self.delete_queue()?
             .remove((s.delete_after, id))
             .ctx("remove delete queue row")?;
         s.delete_after = at;
-        self.delete_queue
+        self.delete_queue()?
             .insert((at, id), ())
             .ctx("write delete queue")?;
         Ok(())
@@ -383,7 +434,7 @@ impl<'t> Tables<'t> {
         // Several ends can share a second; the sequence keeps their order.
         let seq = {
             let mut same_second = self
-                .audit
+                .audit()?
                 .range((at, 0u64)..=(at, u64::MAX))
                 .ctx("scan audit")?;
             match same_second.next_back() {
@@ -392,7 +443,7 @@ impl<'t> Tables<'t> {
             }
         };
         let bytes = encode("audit", rev)?;
-        self.audit
+        self.audit()?
             .insert((at, seq), bytes.as_slice())
             .ctx("write audit")?;
         Ok(())

@@ -443,9 +443,15 @@ async fn json_records_of_older_files_still_work() {
     {
         let mut t = Tables::open(&txn).unwrap();
         let json = serde_json::to_vec(&s).unwrap();
-        t.sessions.insert(s.id.as_bytes(), json.as_slice()).unwrap();
+        t.sessions()
+            .unwrap()
+            .insert(s.id.as_bytes(), json.as_slice())
+            .unwrap();
         let json = serde_json::to_vec(&r).unwrap();
-        t.refresh.insert(&r.hash, json.as_slice()).unwrap();
+        t.refresh()
+            .unwrap()
+            .insert(&r.hash, json.as_slice())
+            .unwrap();
     }
     txn.commit().unwrap();
     assert_eq!(stored_format(&store, &s.id, &r.hash), (b'{', b'{'));
@@ -507,10 +513,12 @@ fn plant_garbage(store: &RedbStore, id: &SessionId, delete_after: i64) {
     let txn = store.inner.db.begin_write().unwrap();
     {
         let mut t = Tables::open(&txn).unwrap();
-        t.sessions
+        t.sessions()
+            .unwrap()
             .insert(id.as_bytes(), b"{not json".as_slice())
             .unwrap();
-        t.delete_queue
+        t.delete_queue()
+            .unwrap()
             .insert((delete_after, *id.as_bytes()), ())
             .unwrap();
     }
@@ -546,20 +554,20 @@ async fn corrupt_record_is_reported_and_swept() {
 
 fn row_counts(store: &RedbStore) -> Vec<u64> {
     let txn = store.inner.db.begin_write().unwrap();
-    let t = Tables::open(&txn).unwrap();
+    let mut t = Tables::open(&txn).unwrap();
     let counts = vec![
-        t.sessions.len().unwrap(),
-        t.by_subject.len().unwrap(),
-        t.by_client.len().unwrap(),
-        t.live.len().unwrap(),
-        t.delete_queue.len().unwrap(),
-        t.references.len().unwrap(),
-        t.refresh.len().unwrap(),
-        t.refresh_by_expiry.len().unwrap(),
-        t.revoked.len().unwrap(),
-        t.audit.len().unwrap(),
-        t.grants.len().unwrap(),
-        t.grants_by_expiry.len().unwrap(),
+        t.sessions().unwrap().len().unwrap(),
+        t.by_subject().unwrap().len().unwrap(),
+        t.by_client().unwrap().len().unwrap(),
+        t.live().unwrap().len().unwrap(),
+        t.delete_queue().unwrap().len().unwrap(),
+        t.references().unwrap().len().unwrap(),
+        t.refresh().unwrap().len().unwrap(),
+        t.refresh_by_expiry().unwrap().len().unwrap(),
+        t.revoked().unwrap().len().unwrap(),
+        t.audit().unwrap().len().unwrap(),
+        t.grants().unwrap().len().unwrap(),
+        t.grants_by_expiry().unwrap().len().unwrap(),
     ];
     drop(t);
     txn.abort().unwrap();
@@ -649,7 +657,7 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
         let txn = db.begin_write().unwrap();
         let mut t = Tables::open(&txn).unwrap();
         insert_client(&mut t, &owner).unwrap();
-        t.meta.insert(WAL_SEQ, 1).unwrap();
+        t.meta().unwrap().insert(WAL_SEQ, 1).unwrap();
         drop(t);
         txn.commit().unwrap();
     }

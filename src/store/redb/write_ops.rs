@@ -6,7 +6,11 @@ use super::*;
 // write operations, each run inside the writer's transaction
 
 pub(super) fn insert_client(t: &mut Tables, c: &Client) -> StoreResult<()> {
-    if t.clients.get(c.id.as_str()).ctx("read client")?.is_some() {
+    if t.clients()?
+        .get(c.id.as_str())
+        .ctx("read client")?
+        .is_some()
+    {
         return Err(StoreError::Conflict("client"));
     }
     t.put_client(c)
@@ -19,7 +23,7 @@ pub(super) fn update_client(
     c: &Client,
     expected_version: u32,
 ) -> StoreResult<bool> {
-    match load_client(&t.clients, c.id.as_str())? {
+    match load_client(&*t.clients()?, c.id.as_str())? {
         Some(stored) if stored.secret_version == expected_version => {
             t.put_client(c)?;
             Ok(true)
@@ -29,7 +33,7 @@ pub(super) fn update_client(
 }
 
 pub(super) fn delete_client(t: &mut Tables, id: &ClientId) -> StoreResult<bool> {
-    Ok(t.clients
+    Ok(t.clients()?
         .remove(id.as_str())
         .ctx("remove client")?
         .is_some())
@@ -44,14 +48,14 @@ pub(super) fn create_session(
     s: &Session,
     refresh: Option<&RefreshRecord>,
 ) -> StoreResult<()> {
-    if t.clients
+    if t.clients()?
         .get(s.client_id.as_str())
         .ctx("read client")?
         .is_none()
     {
         return Err(StoreError::Missing("client"));
     }
-    if t.sessions
+    if t.sessions()?
         .get(s.id.as_bytes())
         .ctx("read session")?
         .is_some()
@@ -64,7 +68,11 @@ pub(super) fn create_session(
         }
     }
     if let Some(r) = refresh {
-        if t.refresh.get(&r.hash).ctx("read refresh token")?.is_some() {
+        if t.refresh()?
+            .get(&r.hash)
+            .ctx("read refresh token")?
+            .is_some()
+        {
             return Err(StoreError::Conflict("refresh token"));
         }
     }
@@ -83,7 +91,7 @@ pub(super) fn extend_access_cover(
     id: &SessionId,
     until: UnixTime,
 ) -> StoreResult<bool> {
-    match load_session(&t.sessions, id.as_bytes())? {
+    match load_session(&*t.sessions()?, id.as_bytes())? {
         Some(s) if s.ended.is_none() => {
             raise_cover(t, s, until)?;
             Ok(true)
@@ -107,17 +115,17 @@ pub(super) fn rotate_refresh(
     now: UnixTime,
     access_exp: UnixTime,
 ) -> StoreResult<RotateOutcome> {
-    let Some(mut current) = load_refresh(&t.refresh, old)? else {
+    let Some(mut current) = load_refresh(&*t.refresh()?, old)? else {
         return Ok(RotateOutcome::NotCurrent);
     };
     if current.state != RefreshState::Current {
         return Ok(RotateOutcome::NotCurrent);
     }
-    let session = match load_session(&t.sessions, current.session_id.as_bytes())? {
+    let session = match load_session(&*t.sessions()?, current.session_id.as_bytes())? {
         Some(s) if s.ended.is_none() => s,
         _ => return Ok(RotateOutcome::NotCurrent),
     };
-    if t.refresh
+    if t.refresh()?
         .get(&new.hash)
         .ctx("read refresh token")?
         .is_some()
@@ -129,7 +137,7 @@ pub(super) fn rotate_refresh(
         successor: new.hash,
     };
     let bytes = compact::encode_refresh(&current);
-    t.refresh
+    t.refresh()?
         .insert(old, bytes.as_slice())
         .ctx("write refresh token")?;
     t.put_refresh(new)?;
@@ -143,7 +151,7 @@ pub(super) fn end_one(
     ended: &Ended,
     delete_after: UnixTime,
 ) -> StoreResult<Option<EndedSession>> {
-    let Some(mut s) = load_session(&t.sessions, id.as_bytes())? else {
+    let Some(mut s) = load_session(&*t.sessions()?, id.as_bytes())? else {
         return Ok(None);
     };
     if s.ended.is_some() {
@@ -154,7 +162,7 @@ pub(super) fn end_one(
     let keep_until = delete_after.max(s.access_cover_until);
     t.set_delete_after(&mut s, keep_until)?;
     if s.access_cover_until > ended.at {
-        t.revoked
+        t.revoked()?
             .insert((s.access_cover_until, *id.as_bytes()), ())
             .ctx("write revoked row")?;
     }
@@ -203,19 +211,19 @@ pub(super) fn put_grant(
     expires_at: UnixTime,
 ) -> StoreResult<()> {
     let (kind, key) = id;
-    let old = grant_head(&t.grants, id)?;
+    let old = grant_head(&*t.grants()?, id)?;
     // Computed before any change, so a failure leaves the transaction as it was.
     let version = match old {
         Some((version, _)) => next_version(version)?,
         None => 1,
     };
     if let Some((_, old_expiry)) = old {
-        t.grants_by_expiry
+        t.grants_by_expiry()?
             .remove((old_expiry, kind, key))
             .ctx("remove grant index")?;
     }
     t.write_grant(id, version, expires_at, value)?;
-    t.grants_by_expiry
+    t.grants_by_expiry()?
         .insert((expires_at, kind, key), ())
         .ctx("write grant index")?;
     Ok(())
@@ -228,7 +236,7 @@ pub(super) fn swap_grant(
     new_value: Option<&[u8]>,
 ) -> StoreResult<bool> {
     let (kind, key) = id;
-    let Some((version, expires_at)) = grant_head(&t.grants, id)? else {
+    let Some((version, expires_at)) = grant_head(&*t.grants()?, id)? else {
         return Ok(false);
     };
     if version != expected_version {
@@ -240,8 +248,8 @@ pub(super) fn swap_grant(
             t.write_grant(id, version, expires_at, value)?;
         }
         None => {
-            t.grants.remove(id).ctx("remove grant")?;
-            t.grants_by_expiry
+            t.grants()?.remove(id).ctx("remove grant")?;
+            t.grants_by_expiry()?
                 .remove((expires_at, kind, key))
                 .ctx("remove grant index")?;
         }
@@ -254,7 +262,7 @@ pub(super) fn swap_grant(
 /// rather than blocking every later sweep.
 pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool> {
     let id = key.1;
-    match load_session(&t.sessions, &id) {
+    match load_session(&*t.sessions()?, &id) {
         Ok(Some(s)) => t.remove_indexes(&s)?,
         Ok(None) => {}
         Err(StoreError::Corrupt { .. }) => {
@@ -262,13 +270,15 @@ pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool
         }
         Err(e) => return Err(e),
     }
-    t.delete_queue.remove(key).ctx("remove delete queue row")?;
-    Ok(t.sessions.remove(&id).ctx("remove session")?.is_some())
+    t.delete_queue()?
+        .remove(key)
+        .ctx("remove delete queue row")?;
+    Ok(t.sessions()?.remove(&id).ctx("remove session")?.is_some())
 }
 
 pub(super) fn sweep_sessions(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
     let mut deleted = 0;
-    for key in due_keys(&t.delete_queue, (now, MAX_ID), batch)? {
+    for key in due_keys(&*t.delete_queue()?, (now, MAX_ID), batch)? {
         if delete_session(t, key)? {
             deleted += 1;
         }
@@ -278,17 +288,17 @@ pub(super) fn sweep_sessions(t: &mut Tables, now: UnixTime, batch: usize) -> Sto
 
 /// Expired sessions stay (until `delete_after`) but stop counting as live.
 pub(super) fn sweep_live(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<()> {
-    for key in due_keys(&t.live, (now, MAX_ID), batch)? {
-        t.live.remove(key).ctx("remove live index")?;
+    for key in due_keys(&*t.live()?, (now, MAX_ID), batch)? {
+        t.live()?.remove(key).ctx("remove live index")?;
     }
     Ok(())
 }
 
 pub(super) fn sweep_refresh(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
-    let keys = due_keys(&t.refresh_by_expiry, (now, MAX_HASH), batch)?;
+    let keys = due_keys(&*t.refresh_by_expiry()?, (now, MAX_HASH), batch)?;
     for key in &keys {
-        t.refresh.remove(&key.1).ctx("remove refresh token")?;
-        t.refresh_by_expiry
+        t.refresh()?.remove(&key.1).ctx("remove refresh token")?;
+        t.refresh_by_expiry()?
             .remove(*key)
             .ctx("remove refresh index")?;
     }
@@ -296,22 +306,22 @@ pub(super) fn sweep_refresh(t: &mut Tables, now: UnixTime, batch: usize) -> Stor
 }
 
 pub(super) fn sweep_revoked(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
-    let keys = due_keys(&t.revoked, (now, MAX_ID), batch)?;
+    let keys = due_keys(&*t.revoked()?, (now, MAX_ID), batch)?;
     for key in &keys {
-        t.revoked.remove(*key).ctx("remove revoked row")?;
+        t.revoked()?.remove(*key).ctx("remove revoked row")?;
     }
     Ok(keys.len())
 }
 
 pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> StoreResult<usize> {
     let keys: Vec<(i64, u64)> = {
-        let rows = t.audit.range(..(before, 0u64)).ctx("scan audit")?;
+        let rows = t.audit()?.range(..(before, 0u64)).ctx("scan audit")?;
         rows.take(batch)
             .map(|r| r.map(|(k, _)| k.value()).ctx("scan audit"))
             .collect::<StoreResult<_>>()?
     };
     for key in &keys {
-        t.audit.remove(*key).ctx("remove audit row")?;
+        t.audit()?.remove(*key).ctx("remove audit row")?;
     }
     Ok(keys.len())
 }
@@ -319,7 +329,7 @@ pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> Sto
 pub(super) fn sweep_grants(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
     let keys: Vec<(i64, u8, TokenHash)> = {
         let rows = t
-            .grants_by_expiry
+            .grants_by_expiry()?
             .range(..=(now, u8::MAX, MAX_HASH))
             .ctx("scan grant index")?;
         rows.take(batch)
@@ -328,14 +338,14 @@ pub(super) fn sweep_grants(t: &mut Tables, now: UnixTime, batch: usize) -> Store
     };
     let mut deleted = 0;
     for (expires_at, kind, key) in keys {
-        t.grants_by_expiry
+        t.grants_by_expiry()?
             .remove((expires_at, kind, key))
             .ctx("remove grant index")?;
         // The index is kept in step with the rows; should a row ever be
         // stale, the grant it names is left to its own row.
         let id = (kind, key);
-        if grant_head(&t.grants, id)?.is_some_and(|(_, at)| at == expires_at) {
-            t.grants.remove(id).ctx("remove grant")?;
+        if grant_head(&*t.grants()?, id)?.is_some_and(|(_, at)| at == expires_at) {
+            t.grants()?.remove(id).ctx("remove grant")?;
             deleted += 1;
         }
     }

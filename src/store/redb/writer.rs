@@ -225,9 +225,8 @@ impl Writer {
                 }
             }
             tables
-                .meta
-                .insert(WAL_SEQ, last)
-                .ctx("write log position")
+                .meta()
+                .and_then(|meta| meta.insert(WAL_SEQ, last).ctx("write log position"))
                 .map_err(BatchError::Storage)?;
             Ok(())
         })();
