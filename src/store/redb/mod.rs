@@ -218,22 +218,8 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
             .ctx("set durability")?;
         {
             let mut tables = Tables::open(&txn)?;
-            let ops = pending
-                .iter()
-                .map(|(seq, record)| Ok((*seq, WriteOp::decode(record)?)))
-                .collect::<StoreResult<Vec<_>>>()?;
-            // Batches whose apply failed after they were logged.
-            let voided: Vec<_> = ops
-                .iter()
-                .filter_map(|(_, op)| match op {
-                    WriteOp::Void { first, last } => Some(*first..=*last),
-                    _ => None,
-                })
-                .collect();
-            for (seq, op) in &ops {
-                if voided.iter().any(|range| range.contains(seq)) {
-                    continue;
-                }
+            for (seq, record) in &pending {
+                let op = WriteOp::decode(record)?;
                 match op.apply(&mut tables) {
                     Ok(_) | Err(StoreError::Conflict(_) | StoreError::Missing(_)) => {}
                     Err(e) => {

@@ -58,13 +58,6 @@ pub(super) enum WriteOp {
         expected_version: u64,
         new_value: Option<Vec<u8>>,
     },
-    /// Not an op of its own: marks the logged ops `first..=last` as never
-    /// applied (their batch was logged while it was applied, and the apply
-    /// failed), so replay skips them. Only the writer logs it.
-    Void {
-        first: u64,
-        last: u64,
-    },
     /// Tests only: inserts a client, then fails as a damaged table would.
     #[cfg(test)]
     FailAfterInsert(Client),
@@ -93,7 +86,6 @@ impl WriteOp {
             Self::Sweep { .. } => "sweep",
             Self::PutGrant { .. } => "put_grant",
             Self::SwapGrant { .. } => "swap_grant",
-            Self::Void { .. } => "void",
             #[cfg(test)]
             Self::FailAfterInsert(_) => "fail_after_insert",
         }
@@ -138,8 +130,6 @@ impl WriteOp {
                 expected_version,
                 new_value,
             } => Flag(swap_grant(t, *id, *expected_version, new_value.as_deref())?),
-            // Replay leaves out what it voids; by itself it changes nothing.
-            Self::Void { .. } => Done,
             #[cfg(test)]
             Self::FailAfterInsert(c) => {
                 insert_client(t, c)?;

@@ -47,9 +47,6 @@ pub(super) struct Wal {
     /// Bytes written to the file: records, and zeros or old records after
     /// them.
     reserved: u64,
-    /// Bytes of an append that [`Wal::write`] started and [`Wal::sync`]
-    /// has not finished.
-    pending: u64,
 }
 
 fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
@@ -66,25 +63,6 @@ fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
     }
 }
 
-/// Asks the kernel to start writing `len` bytes at `offset` to the disk
-/// now, without waiting; the sync that follows then has less to wait for.
-/// A hint only (Linux): durability comes from the sync.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: a plain system call on an open descriptor; it reads no
-    // memory of ours.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
-
 /// What [`Wal::open`] found.
 pub(super) struct Recovered {
     /// `(sequence, payload)` of every readable record, in order.
@@ -94,11 +72,11 @@ pub(super) struct Recovered {
     /// Bytes after the last readable record, up to the zeros that end
     /// the file's reserve.
     pub unreadable: u64,
-    /// The highest sequence number of a whole record in those bytes, if
-    /// any. The log reuses its file, so they hold older records, which
-    /// are numbered below the readable ones; a higher number means
-    /// records were lost in between (damage), or a crash cut an append
-    /// short in an unlucky order (never acknowledged).
+    /// The highest sequence number of a whole record in those bytes that
+    /// is numbered above the readable ones, if any. The log reuses its
+    /// file, so those bytes hold older records, numbered below; a higher
+    /// number means records were lost in between (damage), or a crash cut
+    /// an append short in an unlucky order (never acknowledged).
     pub stray_seq: Option<u64>,
 }
 
@@ -114,9 +92,11 @@ pub(super) fn put_record(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// The whole record at `at`, if there is one: its sequence number and
-/// payload.
-fn record_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8])> {
+/// The whole record at `at` whose sequence number `wanted` accepts, if
+/// there is one: its sequence number and payload. The number is checked
+/// before the checksum, which is the costly part. `u64::MAX` is never a
+/// record's: the next number would not exist.
+fn record_at(bytes: &[u8], at: usize, wanted: impl Fn(u64) -> bool) -> Option<(u64, &[u8])> {
     let header = bytes.get(at..at.checked_add(HEADER)?)?;
     let word = |from: usize| {
         u32::from_le_bytes([
@@ -128,7 +108,8 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8])> {
     };
     let (len, crc) = (word(0) as usize, word(4));
     let seq_bytes = &header[8..16];
-    if len > MAX_RECORD {
+    let seq = u64::from_le_bytes(seq_bytes.try_into().ok()?);
+    if len > MAX_RECORD || seq == u64::MAX || !wanted(seq) {
         return None;
     }
     let payload = bytes.get(at + HEADER..at + HEADER + len)?;
@@ -138,7 +119,6 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8])> {
     if check.finalize() != crc {
         return None;
     }
-    let seq = u64::from_le_bytes(seq_bytes.try_into().ok()?);
     Some((seq, payload))
 }
 
@@ -148,17 +128,19 @@ pub(super) fn read_records(bytes: &[u8]) -> Recovered {
     let mut records = Vec::new();
     let mut at = 0;
     let mut expected: Option<u64> = None;
-    while let Some((seq, payload)) = record_at(bytes, at) {
-        if expected.is_some_and(|e| e != seq) {
-            break;
-        }
+    while let Some((seq, payload)) = record_at(bytes, at, |seq| expected.is_none_or(|e| e == seq)) {
         records.push((seq, payload.to_vec()));
-        expected = seq.checked_add(1);
+        expected = Some(seq + 1);
         at += HEADER + payload.len();
     }
     let tail = &bytes[at..];
-    // Every offset is tried: older records need not start where the
-    // readable ones end. Zeros (the file's reserve) are skipped quickly.
+    // Every offset is tried: a record need not start where the readable
+    // ones end. Only numbers above the readable ones count (older records
+    // of the reused file are numbered below them), and not absurdly far
+    // above, so that random bytes are rarely checksummed. Zeros (the
+    // file's reserve) are skipped quickly.
+    let floor = records.last().map_or(0, |(seq, _)| *seq);
+    let stray = |seq: u64| seq > floor && seq - floor <= 1 << 32;
     let mut stray_seq = None;
     let mut i = 0;
     while i < tail.len() {
@@ -174,7 +156,7 @@ pub(super) fn read_records(bytes: &[u8]) -> Recovered {
                 Some(_) => {}
             }
         }
-        match record_at(tail, i) {
+        match record_at(tail, i, stray) {
             Some((seq, payload)) => {
                 stray_seq = stray_seq.max(Some(seq));
                 i += HEADER + payload.len();
@@ -208,7 +190,6 @@ impl Wal {
             path: path.to_owned(),
             len: found.end,
             reserved: bytes.len() as u64,
-            pending: 0,
         };
         Ok((wal, found))
     }
@@ -220,15 +201,6 @@ impl Wal {
     /// Bytes appended since the log was last emptied.
     pub(super) fn len(&self) -> u64 {
         self.len
-    }
-
-    fn idle(&self) -> std::io::Result<()> {
-        match self.pending {
-            0 => Ok(()),
-            _ => Err(std::io::Error::other(
-                "the write-ahead log has an append that is not synced",
-            )),
-        }
     }
 
     /// Makes sure the file is written (in zeros, where it holds nothing
@@ -255,30 +227,15 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes `records` (made with [`put_record`]) after the ones before
-    /// and starts sending them to the disk; [`Wal::sync`] waits until they
-    /// are there. Nothing else may be appended in between.
-    pub(super) fn write(&mut self, records: &[u8]) -> std::io::Result<()> {
-        self.idle()?;
+    /// Appends `records` (made with [`put_record`]) and waits until they
+    /// are on disk.
+    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
         let n = records.len() as u64;
         self.reserve(self.len + n)?;
         write_at(&self.file, records, self.len)?;
-        self.pending = n;
-        start_writeback(&self.file, self.len, n);
-        Ok(())
-    }
-
-    /// Waits until what [`Wal::write`] wrote is on disk.
-    pub(super) fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()?;
-        self.len += std::mem::take(&mut self.pending);
+        self.len += n;
         Ok(())
-    }
-
-    /// Appends `records` and waits until they are on disk.
-    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
-        self.write(records)?;
-        self.sync()
     }
 
     /// Empties the log, once a durable commit holds everything in it: the
@@ -288,17 +245,14 @@ impl Wal {
     /// the store recorded, and are skipped; records appended after it
     /// start at offset 0, so the old ones behind them break the sequence
     /// and are not read.
-    pub(super) fn clear(&mut self) -> std::io::Result<()> {
-        self.idle()?;
+    pub(super) fn clear(&mut self) {
         self.len = 0;
-        Ok(())
     }
 
     /// Empties the file itself, and waits until that is on disk: for a
     /// clean stop, and after recovery, so that no old record is left
     /// behind the new ones.
     pub(super) fn clear_durably(&mut self) -> std::io::Result<()> {
-        self.idle()?;
         self.file.set_len(0)?;
         self.len = 0;
         self.reserved = 0;
@@ -395,7 +349,7 @@ mod tests {
             .unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size >= RESERVE_MIN, "written in zeros ahead: {size}");
-        wal.clear().unwrap();
+        wal.clear();
         assert_eq!(wal.len(), 0);
         wal.append_durably(&log(&[(4, b"d")])).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "no new size");
@@ -412,22 +366,6 @@ mod tests {
         // A durable emptying empties the file.
         wal.clear_durably().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-    }
-
-    #[test]
-    fn a_written_append_counts_only_once_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(&dir.path().join("t.wal")).unwrap();
-        wal.write(&log(&[(1, b"a")])).unwrap();
-        assert_eq!(wal.len(), 0);
-        assert!(wal.write(&log(&[(2, b"b")])).is_err(), "one at a time");
-        assert!(wal.clear().is_err(), "not while one is open");
-        wal.sync().unwrap();
-        assert_eq!(wal.len(), (HEADER + 1) as u64);
-        wal.append_durably(&log(&[(2, b"b")])).unwrap();
-        drop(wal);
-        let (_, found) = Wal::open(&dir.path().join("t.wal")).unwrap();
-        assert_eq!(found.records.len(), 2);
     }
 
     #[test]
@@ -448,7 +386,7 @@ mod tests {
         drop(wal);
         let (mut wal, found) = Wal::open(&path).unwrap();
         assert_eq!(found.records.len(), 3);
-        wal.clear().unwrap();
+        wal.clear();
         wal.append_durably(&log(&[(4, b"d")])).unwrap();
         drop(wal);
         let (_, found) = Wal::open(&path).unwrap();

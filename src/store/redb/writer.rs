@@ -1,23 +1,20 @@
 //! The writer thread: group commit through the write-ahead log.
 //!
 //! Every write goes through one thread. It takes what is queued (up to
-//! [`MAX_BATCH`] ops), writes them to the write-ahead log and starts that
-//! writing on its way to the disk, applies the ops in one redb
-//! transaction meanwhile, waits for the log's sync, and only then commits
-//! the transaction (without a sync of its own: the log holds the ops) and
-//! answers. So a write is acknowledged only once it is on disk, and no
-//! reader sees it before. A batch whose apply fails after it was logged
-//! is voided in the log ([`WriteOp::Void`]) and its ops are retried one
-//! by one. Every `checkpoint_every` (default
+//! [`MAX_BATCH`] ops), applies the ops in one redb transaction, appends
+//! the ones that changed something to the write-ahead log and syncs it,
+//! and only then commits the transaction (without a sync of its own: the
+//! log holds the ops) and answers. So a write is acknowledged only once
+//! it is on disk, and no reader sees it before. Every `checkpoint_every`
+//! (default
 //! [`DEFAULT_CHECKPOINT_EVERY`]), or [`CHECKPOINT_BYTES`] of log, a
 //! durable redb commit takes over what the log holds and the log starts
 //! again from its beginning; after a crash, [`super::recover`] replays
 //! what the last checkpoint did not take.
 //!
 //! Each transaction also records the sequence number of its last logged
-//! op (`meta`/`wal_seq`), and each checkpoint that of the last op logged
-//! at all, so replay knows where the checkpoint stopped and no number is
-//! used twice.
+//! op (`meta`/`wal_seq`), and so does each checkpoint, so replay knows
+//! where the checkpoint stopped.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -67,6 +64,11 @@ impl Job {
         }
     }
 
+    /// Whether the op changed anything, and so must be logged.
+    fn changed(&self) -> bool {
+        matches!(self.result, Some(Ok(_)))
+    }
+
     fn answer(self) {
         let outcome = self
             .result
@@ -105,9 +107,6 @@ pub(super) struct Writer {
     next_seq: u64,
     /// Log bytes that no durable commit holds yet.
     unsaved: u64,
-    /// Emptying the log after a checkpoint failed: it still holds records
-    /// a durable commit has. Retried at the next checkpoint's time.
-    uncleared: bool,
     last_checkpoint: Instant,
     pub(super) checkpoint_every: Duration,
     commits: Arc<AtomicU64>,
@@ -137,7 +136,6 @@ impl Writer {
             wal,
             next_seq,
             unsaved: 0,
-            uncleared: false,
             last_checkpoint: Instant::now(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             commits,
@@ -155,47 +153,43 @@ impl Writer {
         self.broken.store(true, Ordering::SeqCst);
     }
 
-    /// Writes every op of the batch to the log, applies them in one
-    /// transaction while the disk takes the log, then waits for the log's
-    /// sync and commits: nothing is visible to readers, nor answered,
-    /// before it is on disk. Ops that report a conflict or a missing
-    /// record are logged too; replay runs them on the same state, so they
-    /// change nothing there either.
+    /// Applies every op in one transaction, logs the ones that changed
+    /// something, then commits.
     fn apply_and_commit(&mut self, batch: &mut [Job]) -> Result<(), BatchError> {
-        let first = self.next_seq;
-        let last = first + batch.len() as u64 - 1;
+        let mut txn = self
+            .db
+            .begin_write()
+            .ctx("begin write")
+            .map_err(BatchError::Storage)?;
+        txn.set_durability(Durability::None)
+            .ctx("set durability")
+            .map_err(BatchError::Storage)?;
+        if let Err(e) = self.apply_all(&txn, batch) {
+            if let Err(abort) = txn.abort().ctx("abort write") {
+                tracing::warn!(error = %abort, "abort after a failed op failed");
+            }
+            return Err(e);
+        }
         self.records.clear();
-        for (seq, job) in (first..).zip(batch.iter()) {
+        let mut seq = self.next_seq;
+        for job in batch.iter().filter(|j| j.changed()) {
             put_record(&mut self.records, seq, &job.record);
+            seq += 1;
         }
-        let bytes = self.records.len() as u64;
-        // Written first, so the disk takes it while the ops are applied.
-        if let Err(e) = self.wal.write(&self.records) {
-            self.poison("writing the write-ahead log failed", &e);
-            return Err(BatchError::Storage(broken_error()));
-        }
-        let applied = self.apply_all(batch, last);
-        let started = Instant::now();
-        if let Err(e) = self.wal.sync() {
-            // What reached the disk is unknown: stop, and let a restart
-            // replay whatever the log holds.
-            self.poison("writing the write-ahead log failed", &e);
-            if let Ok(txn) = applied {
+        if seq > self.next_seq {
+            let started = Instant::now();
+            if let Err(e) = self.wal.append_durably(&self.records) {
+                // What reached the disk is unknown: stop, and let a restart
+                // replay whatever the log holds.
+                self.poison("writing the write-ahead log failed", &e);
                 let _ = txn.abort();
+                return Err(BatchError::Storage(broken_error()));
             }
-            return Err(BatchError::Storage(broken_error()));
+            metrics::histogram!("tessera_store_log_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
+            self.next_seq = seq;
+            self.unsaved += self.records.len() as u64;
         }
-        metrics::histogram!("tessera_store_log_sync_seconds")
-            .record(started.elapsed().as_secs_f64());
-        self.next_seq = last + 1;
-        self.unsaved += bytes;
-        let txn = match applied {
-            Ok(txn) => txn,
-            Err(e) => {
-                self.void(first, last)?;
-                return Err(e);
-            }
-        };
         // Logged: from here the ops stand, whatever happens to this commit.
         if let Err(e) = txn.commit() {
             self.poison("committing a logged batch failed", &e);
@@ -205,57 +199,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Runs the batch's ops in a new transaction (not committed) that also
-    /// records `last` as the log position it holds.
-    fn apply_all(&self, batch: &mut [Job], last: u64) -> Result<WriteTransaction, BatchError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .ctx("begin write")
-            .map_err(BatchError::Storage)?;
-        let applied = (|| {
-            txn.set_durability(Durability::None)
-                .ctx("set durability")
-                .map_err(BatchError::Storage)?;
-            let mut tables = Tables::open(&txn).map_err(BatchError::Storage)?;
-            for job in batch.iter_mut() {
-                if let Err(e) = job.apply(&mut tables) {
-                    tracing::warn!(op = job.op.name(), error = %e, "write op failed; transaction aborted");
-                    return Err(BatchError::Op(e));
-                }
+    fn apply_all(&self, txn: &WriteTransaction, batch: &mut [Job]) -> Result<(), BatchError> {
+        let mut tables = Tables::open(txn).map_err(BatchError::Storage)?;
+        for job in batch.iter_mut() {
+            if let Err(e) = job.apply(&mut tables) {
+                tracing::warn!(op = job.op.name(), error = %e, "write op failed; transaction aborted");
+                return Err(BatchError::Op(e));
             }
+        }
+        let logged = batch.iter().filter(|j| j.changed()).count() as u64;
+        if logged > 0 {
             tables
                 .meta()
-                .and_then(|meta| meta.insert(WAL_SEQ, last).ctx("write log position"))
+                .and_then(|meta| {
+                    meta.insert(WAL_SEQ, self.next_seq + logged - 1)
+                        .ctx("write log position")
+                })
                 .map_err(BatchError::Storage)?;
-            Ok(())
-        })();
-        match applied {
-            Ok(()) => Ok(txn),
-            Err(e) => {
-                if let Err(abort) = txn.abort().ctx("abort write") {
-                    tracing::warn!(error = %abort, "abort after a failed op failed");
-                }
-                Err(e)
-            }
         }
-    }
-
-    /// Logs that the ops `first..=last`, logged but thrown away with their
-    /// transaction, are not to be replayed; the ops are then retried under
-    /// new sequence numbers. Should this fail, a replay would run them.
-    fn void(&mut self, first: u64, last: u64) -> Result<(), BatchError> {
-        let record = WriteOp::Void { first, last }
-            .encode()
-            .map_err(BatchError::Storage)?;
-        self.records.clear();
-        put_record(&mut self.records, self.next_seq, &record);
-        if let Err(e) = self.wal.append_durably(&self.records) {
-            self.poison("writing the write-ahead log failed", &e);
-            return Err(BatchError::Storage(broken_error()));
-        }
-        self.next_seq += 1;
-        self.unsaved += self.records.len() as u64;
         Ok(())
     }
 
@@ -288,7 +249,7 @@ impl Writer {
     }
 
     fn checkpoint_due(&self) -> bool {
-        (self.unsaved > 0 || self.uncleared)
+        self.unsaved > 0
             && (self.last_checkpoint.elapsed() >= self.checkpoint_every
                 || self.unsaved >= CHECKPOINT_BYTES)
     }
@@ -296,49 +257,35 @@ impl Writer {
     /// A durable redb commit, which holds every op logged so far; then the
     /// log is emptied.
     pub(super) fn checkpoint(&mut self) {
-        if (self.unsaved == 0 && !self.uncleared) || self.broken.load(Ordering::SeqCst) {
+        if self.unsaved == 0 || self.broken.load(Ordering::SeqCst) {
             return;
         }
-        if self.unsaved > 0 {
-            let started = Instant::now();
-            // It records the position of everything logged so far, voided
-            // ops included, so that no sequence number is handed out twice.
-            let logged = self.next_seq - 1;
-            let durable = (|| -> Result<(), redb::Error> {
-                let mut txn = self.db.begin_write()?;
-                txn.set_durability(Durability::Immediate)?;
-                txn.open_table(META)?.insert(WAL_SEQ, logged)?;
-                txn.commit()?;
-                Ok(())
-            })();
-            if let Err(e) = durable {
-                // Not fatal for what is logged, but the database may need
-                // the recovery a restart gives it.
-                self.poison("a checkpoint (durable commit) failed", &e);
-                return;
-            }
-            metrics::histogram!("tessera_store_checkpoint_seconds")
-                .record(started.elapsed().as_secs_f64());
-            tracing::debug!(
-                wal_seq = logged,
-                log_bytes = self.unsaved,
-                took_ms = started.elapsed().as_secs_f64() * 1e3,
-                "checkpoint: the database holds every logged write"
-            );
-            self.unsaved = 0;
+        let started = Instant::now();
+        let durable = (|| -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = durable {
+            // Not fatal for what is logged, but the database may need
+            // the recovery a restart gives it.
+            self.poison("a checkpoint (durable commit) failed", &e);
+            return;
         }
+        metrics::histogram!("tessera_store_checkpoint_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            wal_seq = self.next_seq - 1,
+            log_bytes = self.unsaved,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "checkpoint: the database holds every logged write"
+        );
+        self.unsaved = 0;
         self.last_checkpoint = Instant::now();
-        // The records are all at or below the recorded position whether or
-        // not this works; if it fails, the log goes on growing and the
-        // emptying is retried at the next checkpoint's time (not at every
-        // batch, as counting the log as unsaved would make it).
-        self.uncleared = match self.wal.clear() {
-            Ok(()) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "emptying the write-ahead log failed");
-                true
-            }
-        };
+        // The records are all at or below the recorded position: the next
+        // append goes to the start of the log again.
+        self.wal.clear();
     }
 
     /// The thread's loop. Ends once every sender is dropped and the queue
