@@ -12,7 +12,8 @@
 //!
 //! The file is reused, and kept written ahead in zeros (see
 //! [`Wal::reserve`]): an append that changes no file size syncs its data
-//! only (≈ 0.14 ms here, against 0.2–0.3 ms for one that grows the file).
+//! only (a 2.3 KiB append and `fdatasync` on this project's machines:
+//! ≈ 0.14 ms, against 0.19–0.23 ms for one that grows the file).
 //!
 //! A record is `length: u32 LE`, `crc32: u32 LE` (of the sequence number
 //! and the payload), `sequence: u64 LE`, then `length` bytes of payload.
@@ -205,9 +206,8 @@ impl Wal {
 
     /// Makes sure the file is written (in zeros, where it holds nothing
     /// else) at least `needed` bytes far. An append inside written space
-    /// changes no file size, so its sync writes the data and nothing else:
-    /// on this project's machines 0.14 ms instead of 0.2 ms or more. Grows
-    /// by doubling; the zeros go to disk with the next sync.
+    /// changes no file size, so its sync writes the data and nothing else.
+    /// Grows by doubling; the zeros go to disk with the next sync.
     fn reserve(&mut self, needed: u64) -> std::io::Result<()> {
         if needed <= self.reserved {
             return Ok(());
