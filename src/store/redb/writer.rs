@@ -6,15 +6,13 @@
 //! and only then commits the transaction (without a sync of its own: the
 //! log holds the ops) and answers. So a write is acknowledged only once
 //! it is on disk, and no reader sees it before. Every `checkpoint_every`
-//! (default
-//! [`DEFAULT_CHECKPOINT_EVERY`]), or [`CHECKPOINT_BYTES`] of log, a
+//! (default [`DEFAULT_CHECKPOINT_EVERY`]), or [`CHECKPOINT_BYTES`] of log, a
 //! durable redb commit takes over what the log holds and the log starts
 //! again from its beginning; after a crash, [`super::recover`] replays
 //! what the last checkpoint did not take.
 //!
 //! Each transaction also records the sequence number of its last logged
-//! op (`meta`/`wal_seq`), and so does each checkpoint, so replay knows
-//! where the checkpoint stopped.
+//! op (`meta`/`wal_seq`), so replay knows where the checkpoint stopped.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
