@@ -381,6 +381,7 @@ async fn sweep_loop(
         match engine.sweep_once().await {
             Ok(stats) if stats.total() > 0 => tracing::info!(
                 sessions = stats.sessions,
+                expired_sessions = stats.expired,
                 refresh_tokens = stats.refresh_tokens,
                 revocations = stats.revocations,
                 audit = stats.audit,

@@ -61,6 +61,9 @@ pub struct EndedSession {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepStats {
     pub sessions: usize,
+    /// Sessions that passed their expiry and stopped counting as live
+    /// (the embedded store; PostgreSQL counts live sessions by query).
+    pub expired: usize,
     pub refresh_tokens: usize,
     pub revocations: usize,
     pub audit: usize,
@@ -69,7 +72,12 @@ pub struct SweepStats {
 
 impl SweepStats {
     pub fn total(&self) -> usize {
-        self.sessions + self.refresh_tokens + self.revocations + self.audit + self.grants
+        self.sessions
+            + self.expired
+            + self.refresh_tokens
+            + self.revocations
+            + self.audit
+            + self.grants
     }
 }
 

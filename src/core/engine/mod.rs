@@ -230,11 +230,13 @@ impl Engine {
                 )
                 .await?;
             let full = stats.sessions >= self.settings.sweep_batch
+                || stats.expired >= self.settings.sweep_batch
                 || stats.refresh_tokens >= self.settings.sweep_batch
                 || stats.revocations >= self.settings.sweep_batch
                 || stats.audit >= self.settings.sweep_batch
                 || stats.grants >= self.settings.sweep_batch;
             total.sessions += stats.sessions;
+            total.expired += stats.expired;
             total.refresh_tokens += stats.refresh_tokens;
             total.revocations += stats.revocations;
             total.audit += stats.audit;

@@ -120,6 +120,7 @@ pub(super) async fn sweep(
     let [sessions, refresh_tokens, revocations, audit, grants] = deleted;
     Ok(SweepStats {
         sessions,
+        expired: 0,
         refresh_tokens,
         revocations,
         audit,

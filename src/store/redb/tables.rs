@@ -356,6 +356,11 @@ impl<'t> Tables<'t> {
         Ok(self.sessions()?.get(&id).ctx("read session")?.map(|_| id))
     }
 
+    /// A session that has not ended gets its row in the live index; its
+    /// delete-queue row comes when it ends or when the sweep finds it
+    /// expired ([`Self::queue_delete`]): one time-ordered row per session
+    /// at a time. (Files written before this kept both rows from the
+    /// start; readers and sweeps handle either.)
     pub(super) fn insert_indexes(&mut self, s: &Session) -> StoreResult<()> {
         let id = *s.id.as_bytes();
         self.by_subject()?
@@ -364,19 +369,24 @@ impl<'t> Tables<'t> {
         self.by_client()?
             .insert((s.client_id.as_str(), id), ())
             .ctx("write client index")?;
-        self.delete_queue()?
-            .insert((s.delete_after, id), ())
-            .ctx("write delete queue")?;
-        if s.ended.is_none() {
-            self.live()?
-                .insert((s.expires_at, id), ())
-                .ctx("write live index")?;
-            if let Some(r) = &s.reference {
-                self.references()?
-                    .insert((s.client_id.as_str(), *r), id)
-                    .ctx("write reference")?;
-            }
+        if s.ended.is_some() {
+            return self.queue_delete(s.delete_after, id);
         }
+        self.live()?
+            .insert((s.expires_at, id), ())
+            .ctx("write live index")?;
+        if let Some(r) = &s.reference {
+            self.references()?
+                .insert((s.client_id.as_str(), *r), id)
+                .ctx("write reference")?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_delete(&mut self, at: UnixTime, id: Id) -> StoreResult<()> {
+        self.delete_queue()?
+            .insert((at, id), ())
+            .ctx("write delete queue")?;
         Ok(())
     }
 
@@ -417,16 +427,12 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Queues the session's deletion at `at`. A row an older file queued
+    /// at its former `delete_after` is left behind: the sweep drops rows
+    /// whose time is not the record's own.
     pub(super) fn set_delete_after(&mut self, s: &mut Session, at: UnixTime) -> StoreResult<()> {
-        let id = *s.id.as_bytes();
-        self.delete_queue()?
-            .remove((s.delete_after, id))
-            .ctx("remove delete queue row")?;
         s.delete_after = at;
-        self.delete_queue()?
-            .insert((at, id), ())
-            .ctx("write delete queue")?;
-        Ok(())
+        self.queue_delete(at, *s.id.as_bytes())
     }
 
     pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<()> {

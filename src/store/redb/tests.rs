@@ -575,6 +575,87 @@ async fn sweeping_everything_leaves_no_index_rows() {
     assert_eq!(row_counts(&store), vec![0; 12]);
 }
 
+/// The time-ordered rows of a session: (live index, delete queue).
+fn time_rows(store: &RedbStore, id: &SessionId) -> (Vec<i64>, Vec<i64>) {
+    let rt = store.inner.db.begin_read().unwrap();
+    let times = |def| -> Vec<i64> {
+        let table = rt.open_table(def).unwrap();
+        let rows = table.iter().unwrap();
+        rows.map(|r| r.unwrap().0.value())
+            .filter(|(_, row_id)| row_id == id.as_bytes())
+            .map(|(at, _)| at)
+            .collect()
+    };
+    (times(LIVE), times(DELETE_QUEUE))
+}
+
+#[tokio::test]
+async fn a_live_session_has_one_time_ordered_row_until_it_expires_or_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let expiring = session(&owner.id, 1000);
+    let ending = session(&owner.id, 1000);
+    for s in [&expiring, &ending] {
+        store.create_session(s, None).await.unwrap();
+        assert_eq!(time_rows(&store, &s.id), (vec![4600], vec![]));
+    }
+    let end = Ended {
+        at: 1100,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    };
+    store.end_sessions(&[ending.id], &end, 5000).await.unwrap();
+    assert_eq!(time_rows(&store, &ending.id), (vec![], vec![5000]));
+    // Expiry: the live row gives way to the record's own delete_after.
+    let stats = store.sweep(4600, 0, 100).await.unwrap();
+    assert_eq!((stats.expired, stats.sessions), (1, 0));
+    assert_eq!(time_rows(&store, &expiring.id), (vec![], vec![8200]));
+    assert_eq!(store.live_session_count().await.unwrap(), 0);
+    assert_eq!(store.sweep(5000, 0, 100).await.unwrap().sessions, 1);
+    assert!(store.get_session(&ending.id).await.unwrap().is_none());
+    assert!(store.get_session(&expiring.id).await.unwrap().is_some());
+    assert_eq!(store.sweep(8200, 0, 100).await.unwrap().sessions, 1);
+    assert!(store.get_session(&expiring.id).await.unwrap().is_none());
+    assert_eq!(row_counts(&store)[..6], [0; 6]);
+}
+
+/// Files written before one row per session gave a live session its
+/// delete-queue row at creation; ending it now leaves that row behind,
+/// and the sweep drops it without deleting the session early.
+#[tokio::test]
+async fn delete_queue_rows_of_older_files_are_swept_by_the_records_own_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let old = session(&owner.id, 1000);
+    store.create_session(&old, None).await.unwrap();
+    {
+        let txn = store.inner.db.begin_write().unwrap();
+        let mut t = Tables::open(&txn).unwrap();
+        t.queue_delete(old.delete_after, *old.id.as_bytes())
+            .unwrap();
+        drop(t);
+        txn.commit().unwrap();
+    }
+    assert_eq!(time_rows(&store, &old.id), (vec![4600], vec![8200]));
+    let end = Ended {
+        at: 1100,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    };
+    store.end_sessions(&[old.id], &end, 9000).await.unwrap();
+    assert_eq!(time_rows(&store, &old.id), (vec![], vec![8200, 9000]));
+    let stats = store.sweep(8200, 0, 100).await.unwrap();
+    assert_eq!(stats.sessions, 0, "the stale row goes, the session stays");
+    assert_eq!(time_rows(&store, &old.id), (vec![], vec![9000]));
+    assert!(store.get_session(&old.id).await.unwrap().is_some());
+    assert_eq!(store.sweep(9000, 0, 100).await.unwrap().sessions, 1);
+    assert_eq!(row_counts(&store)[..6], [0; 6]);
+}
+
 /// A log file in `dir` holding `ops` under their sequence numbers, with a
 /// torn record after them, as a crash in the middle of an append leaves.
 fn write_log(dir: &tempfile::TempDir, ops: &[(u64, WriteOp)]) -> Wal {

@@ -259,10 +259,18 @@ pub(super) fn swap_grant(
 
 /// Deletes one session whose retention has passed. A corrupt record is
 /// deleted too (its time is up), leaving index rows that readers skip,
-/// rather than blocking every later sweep.
+/// rather than blocking every later sweep. A row whose time is not the
+/// record's `delete_after` was left by an older file when the session's
+/// retention moved: only the row goes.
 pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool> {
     let id = key.1;
     match load_session(&*t.sessions()?, &id) {
+        Ok(Some(s)) if s.delete_after != key.0 => {
+            t.delete_queue()?
+                .remove(key)
+                .ctx("remove delete queue row")?;
+            return Ok(false);
+        }
         Ok(Some(s)) => t.remove_indexes(&s)?,
         Ok(None) => {}
         Err(StoreError::Corrupt { .. }) => {
@@ -286,12 +294,24 @@ pub(super) fn sweep_sessions(t: &mut Tables, now: UnixTime, batch: usize) -> Sto
     Ok(deleted)
 }
 
-/// Expired sessions stay (until `delete_after`) but stop counting as live.
-pub(super) fn sweep_live(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<()> {
-    for key in due_keys(&*t.live()?, (now, MAX_ID), batch)? {
-        t.live()?.remove(key).ctx("remove live index")?;
+/// Expired sessions stay (until `delete_after`) but stop counting as
+/// live: the live row gives way to a delete-queue row. A corrupt record
+/// is queued at its expiry, so the session sweep deletes it.
+pub(super) fn sweep_live(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+    let keys = due_keys(&*t.live()?, (now, MAX_ID), batch)?;
+    for &(expires_at, id) in &keys {
+        t.live()?
+            .remove((expires_at, id))
+            .ctx("remove live index")?;
+        match load_session(&*t.sessions()?, &id) {
+            Ok(Some(s)) if s.ended.is_none() => t.queue_delete(s.delete_after, id)?,
+            // Ended sessions were queued when they ended.
+            Ok(_) => {}
+            Err(StoreError::Corrupt { .. }) => t.queue_delete(expires_at, id)?,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    Ok(keys.len())
 }
 
 pub(super) fn sweep_refresh(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
@@ -358,10 +378,13 @@ pub(super) fn sweep(
     audit_before: UnixTime,
     batch: usize,
 ) -> StoreResult<SweepStats> {
+    // Expiry first: a session it queues for a time already past is
+    // deleted in the same pass.
+    let expired = sweep_live(t, now, batch)?;
     let sessions = sweep_sessions(t, now, batch)?;
-    sweep_live(t, now, batch)?;
     Ok(SweepStats {
         sessions,
+        expired,
         refresh_tokens: sweep_refresh(t, now, batch)?,
         revocations: sweep_revoked(t, now, batch)?,
         audit: sweep_audit(t, audit_before, batch)?,
