@@ -13,7 +13,9 @@
 //! The file is reused, and kept written ahead in zeros (see
 //! [`Wal::reserve`]): an append that changes no file size syncs its data
 //! only (a 2.3 KiB append and `fdatasync` on this project's machines:
-//! ≈ 0.14 ms, against 0.19–0.23 ms for one that grows the file).
+//! ≈ 0.14 ms, against 0.19–0.23 ms for one that grows the file). On Unix
+//! appends go through a handle opened with `O_DSYNC`, so each is one
+//! system call that returns once the bytes are on disk.
 //!
 //! A record is `length: u32 LE`, `crc32: u32 LE` (of the sequence number
 //! and the payload), `sequence: u64 LE`, then `length` bytes of payload.
@@ -41,6 +43,10 @@ const RESERVE_STEP_MAX: u64 = 16 << 20;
 
 pub(super) struct Wal {
     file: File,
+    /// The same file opened with `O_DSYNC` (Unix): an append through it
+    /// returns once its bytes are on disk, one system call instead of a
+    /// write and an `fdatasync`.
+    appends: Option<File>,
     path: PathBuf,
     /// Bytes of records since the log was last emptied: where the next
     /// append goes.
@@ -183,11 +189,21 @@ impl Wal {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path)?;
+        #[cfg(unix)]
+        let appends = {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut synced = std::fs::OpenOptions::new();
+            synced.write(true).custom_flags(libc::O_DSYNC);
+            Some(synced.open(path)?)
+        };
+        #[cfg(not(unix))]
+        let appends = None;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let found = read_records(&bytes);
         let wal = Self {
             file,
+            appends,
             path: path.to_owned(),
             len: found.end,
             reserved: bytes.len() as u64,
@@ -207,7 +223,9 @@ impl Wal {
     /// Makes sure the file is written (in zeros, where it holds nothing
     /// else) at least `needed` bytes far. An append inside written space
     /// changes no file size, so its sync writes the data and nothing else.
-    /// Grows by doubling; the zeros go to disk with the next sync.
+    /// Grows by doubling. The zeros are not synced: an append syncs its
+    /// own bytes (and the file's size), and whatever a crash leaves after
+    /// the last record is not read as records.
     fn reserve(&mut self, needed: u64) -> std::io::Result<()> {
         if needed <= self.reserved {
             return Ok(());
@@ -232,8 +250,13 @@ impl Wal {
     pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
         let n = records.len() as u64;
         self.reserve(self.len + n)?;
-        write_at(&self.file, records, self.len)?;
-        self.file.sync_data()?;
+        match &self.appends {
+            Some(synced) => write_at(synced, records, self.len)?,
+            None => {
+                write_at(&self.file, records, self.len)?;
+                self.file.sync_data()?;
+            }
+        }
         self.len += n;
         Ok(())
     }
