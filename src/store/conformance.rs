@@ -1088,6 +1088,11 @@ pub async fn sweep_respects_batch(store: SharedStore) {
             (expected, expected, expected)
         );
         assert!(stats.revocations <= 3, "at most `batch` of each kind");
+        assert_eq!(
+            stats.more,
+            expected == 3 || stats.revocations == 3,
+            "more is due exactly when a kind filled its batch"
+        );
         revocations += stats.revocations;
     }
     assert!(revocations <= 5);

@@ -68,6 +68,11 @@ pub struct SweepStats {
     pub revocations: usize,
     pub audit: usize,
     pub grants: usize,
+    /// Some kind had a whole batch of due rows: another pass may find
+    /// more. Decided from the rows a pass went through, not from what it
+    /// deleted (a stale index row is dropped without deleting anything,
+    /// and still takes its place in the batch).
+    pub more: bool,
 }
 
 impl SweepStats {

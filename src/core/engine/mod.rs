@@ -229,19 +229,13 @@ impl Engine {
                     self.settings.sweep_batch,
                 )
                 .await?;
-            let full = stats.sessions >= self.settings.sweep_batch
-                || stats.expired >= self.settings.sweep_batch
-                || stats.refresh_tokens >= self.settings.sweep_batch
-                || stats.revocations >= self.settings.sweep_batch
-                || stats.audit >= self.settings.sweep_batch
-                || stats.grants >= self.settings.sweep_batch;
             total.sessions += stats.sessions;
             total.expired += stats.expired;
             total.refresh_tokens += stats.refresh_tokens;
             total.revocations += stats.revocations;
             total.audit += stats.audit;
             total.grants += stats.grants;
-            if !full {
+            if !stats.more {
                 break;
             }
             tokio::task::yield_now().await;

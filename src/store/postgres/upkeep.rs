@@ -117,6 +117,8 @@ pub(super) async fn sweep(
             .map_err(db(table))?;
         *slot = rows(done.rows_affected());
     }
+    // Each statement deletes every row it selects.
+    let more = deleted.iter().any(|&n| n >= batch);
     let [sessions, refresh_tokens, revocations, audit, grants] = deleted;
     Ok(SweepStats {
         sessions,
@@ -125,5 +127,6 @@ pub(super) async fn sweep(
         revocations,
         audit,
         grants,
+        more,
     })
 }

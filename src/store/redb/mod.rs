@@ -25,6 +25,10 @@
 //!
 //! `live_by_expiry` holds only sessions that are not ended, and loses a row
 //! when the sweeper passes its expiry, so its length is the live count.
+//! A session has one time-ordered row: in `live_by_expiry` while it is
+//! live, then in `delete_queue` once it has ended or expired. A queue row
+//! whose time is not the record's `delete_after` is stale (the deletion
+//! moved later) and the sweep drops it without deleting the session.
 //! `references` holds only sessions that are not ended.
 //! A grant's value is opaque bytes (the engine's JSON), so its row is a
 //! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row
@@ -139,9 +143,29 @@ fn prepare_file(path: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// Creates the missing tables and checks the file's layout
+/// ([`LAYOUT_VERSION`]): a file of a later layout is refused, an earlier
+/// one is marked as this build's.
 fn create_tables(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write().ctx("begin write")?;
-    Tables::open(&txn)?.open_all()?;
+    {
+        let mut tables = Tables::open(&txn)?;
+        tables.open_all()?;
+        let meta = tables.meta()?;
+        let layout = meta.get(LAYOUT).ctx("read layout")?.map(|v| v.value());
+        match layout {
+            Some(found) if found > LAYOUT_VERSION => {
+                return Err(StoreError::Unavailable(format!(
+                    "the database was written by a newer Tessera (layout {found}; this build \
+                     knows layouts up to {LAYOUT_VERSION}): run that version or a later one"
+                )));
+            }
+            Some(found) if found == LAYOUT_VERSION => {}
+            _ => {
+                meta.insert(LAYOUT, LAYOUT_VERSION).ctx("write layout")?;
+            }
+        }
+    }
     txn.commit().ctx("commit table creation")
 }
 

@@ -23,8 +23,22 @@ pub(super) const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::ne
 pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
-/// The store's own bookkeeping: [`WAL_SEQ`].
+/// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`].
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The layout of the file's rows, as the newest build that wrote it knew
+/// them (see [`LAYOUT_VERSION`]).
+pub(super) const LAYOUT: &str = "layout";
+/// The layout this build writes. A build refuses a file of a later layout:
+/// an older build does not keep the rows a newer one relies on.
+///
+/// - 1 (files without the row): a live session also had a delete-queue
+///   row, written at its creation.
+/// - 2: one time-ordered row per session (see the module docs). Builds of
+///   layout 1 do not queue a session of layout 2 for deletion when it
+///   expires, so it would never be deleted: the reason for the row.
+///
+/// This build reads files of layout 1 as they are and marks them 2.
+pub(super) const LAYOUT_VERSION: u64 = 2;
 /// The sequence number of the last op of the write-ahead log that the
 /// database holds.
 pub(super) const WAL_SEQ: &str = "wal_seq";
@@ -427,9 +441,10 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Queues the session's deletion at `at`. A row an older file queued
-    /// at its former `delete_after` is left behind: the sweep drops rows
-    /// whose time is not the record's own.
+    /// Queues the session's deletion at `at`. A row queued earlier at its
+    /// former `delete_after` (by the expiry sweep, or at creation by an
+    /// older file) is left behind: the sweep drops rows whose time is not
+    /// the record's own.
     pub(super) fn set_delete_after(&mut self, s: &mut Session, at: UnixTime) -> StoreResult<()> {
         s.delete_after = at;
         self.queue_delete(at, *s.id.as_bytes())

@@ -656,6 +656,130 @@ async fn delete_queue_rows_of_older_files_are_swept_by_the_records_own_time() {
     assert_eq!(row_counts(&store)[..6], [0; 6]);
 }
 
+/// Ending a session that the sweep already queued at its expiry moves its
+/// deletion later and leaves the earlier queue row behind. A pass over a
+/// whole batch of such rows deletes nothing, yet must say that more may
+/// be due, or the engine's sweep loop stops early.
+#[tokio::test]
+async fn a_pass_over_stale_queue_rows_only_still_reports_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let made: Vec<Session> = (0..3).map(|_| session(&owner.id, 1000)).collect();
+    for s in &made {
+        store.create_session(s, None).await.unwrap();
+    }
+    let ids: Vec<SessionId> = made.iter().map(|s| s.id).collect();
+    let stats = store.sweep(4600, 0, 100).await.unwrap();
+    assert_eq!((stats.expired, stats.sessions, stats.more), (3, 0, false));
+    let end = Ended {
+        at: 5000,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    };
+    assert_eq!(
+        store.end_sessions(&ids, &end, 9000).await.unwrap().len(),
+        3,
+        "expired sessions can still be ended"
+    );
+    for id in &ids {
+        assert_eq!(time_rows(&store, id), (vec![], vec![8200, 9000]));
+    }
+    let stats = store.sweep(8200, 0, 3).await.unwrap();
+    assert_eq!(stats.total(), 0, "stale rows only: nothing deleted");
+    assert!(stats.more, "but a whole batch of rows was gone through");
+    let stats = store.sweep(8200, 0, 3).await.unwrap();
+    assert_eq!((stats.total(), stats.more), (0, false));
+    let stats = store.sweep(9000, 0, 3).await.unwrap();
+    assert_eq!((stats.sessions, stats.more), (3, true));
+    assert_eq!(row_counts(&store)[..6], [0; 6]);
+}
+
+/// The sweep's order within one pass: expiry first, so a session whose
+/// retention is also past goes in the same pass; a corrupt record is
+/// queued at its expiry and so goes too.
+#[tokio::test]
+async fn an_expired_session_past_its_retention_goes_in_one_pass_even_if_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    let whole = session(&owner.id, 1000);
+    store.create_session(&whole, None).await.unwrap();
+    let corrupt = SessionId::generate();
+    {
+        let txn = store.inner.db.begin_write().unwrap();
+        let mut t = Tables::open(&txn).unwrap();
+        t.sessions()
+            .unwrap()
+            .insert(corrupt.as_bytes(), b"{not json".as_slice())
+            .unwrap();
+        t.live()
+            .unwrap()
+            .insert((4000, *corrupt.as_bytes()), ())
+            .unwrap();
+        drop(t);
+        txn.commit().unwrap();
+    }
+    assert_eq!(store.live_session_count().await.unwrap(), 2);
+    let stats = store.sweep(8200, 0, 100).await.unwrap();
+    assert_eq!((stats.expired, stats.sessions), (2, 2));
+    assert!(store.get_session(&whole.id).await.unwrap().is_none());
+    assert!(store.get_session(&corrupt).await.unwrap().is_none());
+    assert_eq!(row_counts(&store)[..6], [0; 6]);
+}
+
+fn layout_of(path: &Path) -> Option<u64> {
+    let db = Database::open(path).unwrap();
+    let rt = db.begin_read().unwrap();
+    let meta = rt.open_table(META).unwrap();
+    let layout = meta.get(LAYOUT).unwrap().map(|v| v.value());
+    layout
+}
+
+fn set_layout(path: &Path, layout: Option<u64>) {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(META).unwrap();
+        match layout {
+            Some(v) => meta.insert(LAYOUT, v).unwrap(),
+            None => meta.remove(LAYOUT).unwrap(),
+        };
+    }
+    txn.commit().unwrap();
+}
+
+/// A file records its layout; one of a later layout than this build's is
+/// refused with a message that says so, and an older one is marked.
+#[tokio::test]
+async fn the_file_records_its_layout_and_a_later_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let owner = client("owner");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.insert_client(&owner).await.unwrap();
+    }
+    assert_eq!(layout_of(&path), Some(LAYOUT_VERSION));
+    // A file from before the row: read as it is, and marked.
+    set_layout(&path, None);
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert!(store.get_client(&owner.id).await.unwrap().is_some());
+    }
+    assert_eq!(layout_of(&path), Some(LAYOUT_VERSION));
+    set_layout(&path, Some(LAYOUT_VERSION + 1));
+    match RedbStore::open(&path) {
+        Err(StoreError::Unavailable(msg)) => {
+            assert!(msg.contains("newer Tessera"), "{msg}")
+        }
+        other => panic!("a later layout must be refused: {other:?}"),
+    }
+    assert_eq!(layout_of(&path), Some(LAYOUT_VERSION + 1), "left as it was");
+}
+
 /// A log file in `dir` holding `ops` under their sequence numbers, with a
 /// torn record after them, as a crash in the middle of an append leaves.
 fn write_log(dir: &tempfile::TempDir, ops: &[(u64, WriteOp)]) -> Wal {

@@ -260,8 +260,10 @@ pub(super) fn swap_grant(
 /// Deletes one session whose retention has passed. A corrupt record is
 /// deleted too (its time is up), leaving index rows that readers skip,
 /// rather than blocking every later sweep. A row whose time is not the
-/// record's `delete_after` was left by an older file when the session's
-/// retention moved: only the row goes.
+/// record's `delete_after` is stale: the session's deletion moved after
+/// the row was written (an expired session, queued by [`sweep_live`],
+/// that was ended later; or a live session of an older file, which was
+/// queued at its creation). Only the row goes.
 pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool> {
     let id = key.1;
     match load_session(&*t.sessions()?, &id) {
@@ -284,14 +286,21 @@ pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool
     Ok(t.sessions()?.remove(&id).ctx("remove session")?.is_some())
 }
 
-pub(super) fn sweep_sessions(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+/// Returns the sessions deleted and the queue rows gone through (a stale
+/// row is gone through without deleting a session).
+pub(super) fn sweep_sessions(
+    t: &mut Tables,
+    now: UnixTime,
+    batch: usize,
+) -> StoreResult<(usize, usize)> {
+    let keys = due_keys(&*t.delete_queue()?, (now, MAX_ID), batch)?;
     let mut deleted = 0;
-    for key in due_keys(&*t.delete_queue()?, (now, MAX_ID), batch)? {
+    for &key in &keys {
         if delete_session(t, key)? {
             deleted += 1;
         }
     }
-    Ok(deleted)
+    Ok((deleted, keys.len()))
 }
 
 /// Expired sessions stay (until `delete_after`) but stop counting as
@@ -346,7 +355,12 @@ pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> Sto
     Ok(keys.len())
 }
 
-pub(super) fn sweep_grants(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+/// Returns the grants deleted and the index rows gone through.
+pub(super) fn sweep_grants(
+    t: &mut Tables,
+    now: UnixTime,
+    batch: usize,
+) -> StoreResult<(usize, usize)> {
     let keys: Vec<(i64, u8, TokenHash)> = {
         let rows = t
             .grants_by_expiry()?
@@ -357,7 +371,7 @@ pub(super) fn sweep_grants(t: &mut Tables, now: UnixTime, batch: usize) -> Store
             .collect::<StoreResult<_>>()?
     };
     let mut deleted = 0;
-    for (expires_at, kind, key) in keys {
+    for &(expires_at, kind, key) in &keys {
         t.grants_by_expiry()?
             .remove((expires_at, kind, key))
             .ctx("remove grant index")?;
@@ -369,7 +383,7 @@ pub(super) fn sweep_grants(t: &mut Tables, now: UnixTime, batch: usize) -> Store
             deleted += 1;
         }
     }
-    Ok(deleted)
+    Ok((deleted, keys.len()))
 }
 
 pub(super) fn sweep(
@@ -381,13 +395,26 @@ pub(super) fn sweep(
     // Expiry first: a session it queues for a time already past is
     // deleted in the same pass.
     let expired = sweep_live(t, now, batch)?;
-    let sessions = sweep_sessions(t, now, batch)?;
+    let (sessions, queue_rows) = sweep_sessions(t, now, batch)?;
+    let refresh_tokens = sweep_refresh(t, now, batch)?;
+    let revocations = sweep_revoked(t, now, batch)?;
+    let audit = sweep_audit(t, audit_before, batch)?;
+    let (grants, grant_rows) = sweep_grants(t, now, batch)?;
+    let gone_through = [
+        expired,
+        queue_rows,
+        refresh_tokens,
+        revocations,
+        audit,
+        grant_rows,
+    ];
     Ok(SweepStats {
         sessions,
         expired,
-        refresh_tokens: sweep_refresh(t, now, batch)?,
-        revocations: sweep_revoked(t, now, batch)?,
-        audit: sweep_audit(t, audit_before, batch)?,
-        grants: sweep_grants(t, now, batch)?,
+        refresh_tokens,
+        revocations,
+        audit,
+        grants,
+        more: gone_through.iter().any(|&n| n >= batch),
     })
 }
