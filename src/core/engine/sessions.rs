@@ -136,21 +136,21 @@ impl Engine {
             };
             (token, record)
         });
-        self.store
-            .create_session(&session, refresh.as_ref().map(|(_, r)| r))
+        let create = self
+            .store
+            .create_session(&session, refresh.as_ref().map(|(_, r)| r));
+        let ((), access_token) = self
+            .write_and_sign(create, &session, now, access_exp)
             .await?;
         metrics::counter!("tessera_sessions_opened_total", "dialect" => req.dialect).increment(1);
         tracing::debug!(session_id = %session.id, client_id = %client.id, dialect = req.dialect, "session opened");
-        let access_token = self.sign_access(&session, now, access_exp)?;
-        Ok(IssuedTokens {
-            session_id: session.id,
+        Ok(self.issued(
+            &session,
+            now,
+            access_exp,
             access_token,
-            expires_in: access_exp - now,
-            expires_at: access_exp,
-            refresh_token: refresh.map(|(t, _)| t),
-            scope: session.scope.clone(),
-            session_expires_at: session.expires_at,
-        })
+            refresh.map(|(t, _)| t),
+        ))
     }
 
     /// The live session `client` opened with `reference`, if any.
@@ -228,20 +228,14 @@ impl Engine {
         let exp = (now + self.access_ttl(client, access_ttl)).min(session.expires_at);
         // Cover first: an end that commits before this refuses the token;
         // one that commits after sees the raised cover.
-        if !self.store.extend_access_cover(id, exp).await? {
+        let cover = self.store.extend_access_cover(id, exp);
+        let (covered, access_token) = self.write_and_sign(cover, &session, now, exp).await?;
+        if !covered {
             return Err(EngineError::InvalidGrant(
                 "the session has ended or expired",
             ));
         }
-        Ok(IssuedTokens {
-            session_id: session.id,
-            access_token: self.sign_access(&session, now, exp)?,
-            expires_in: exp - now,
-            expires_at: exp,
-            refresh_token: None,
-            scope: session.scope.clone(),
-            session_expires_at: session.expires_at,
-        })
+        Ok(self.issued(&session, now, exp, access_token, None))
     }
 
     /// Replace a live session by a successor with the same subject, claims

@@ -174,6 +174,45 @@ fn looks_like_refresh(token: &str) -> bool {
 }
 
 impl Engine {
+    /// Runs `write` and signs the session's access token meanwhile. The
+    /// token is handed out only once the write has succeeded (durably),
+    /// but signing (≈ 10 µs of CPU) need not wait for the store: the
+    /// write is queued first, so the signature is made while the writer
+    /// works on it. If the write fails, the token is dropped unseen.
+    pub(super) async fn write_and_sign<T>(
+        &self,
+        write: impl std::future::Future<Output = crate::store::StoreResult<T>>,
+        session: &Session,
+        now: UnixTime,
+        exp: UnixTime,
+    ) -> EngineResult<(T, String)> {
+        // `join!` polls in order: the write is queued before the signing runs.
+        let (written, token) = tokio::join!(write, async { self.sign_access(session, now, exp) });
+        Ok((written?, token?))
+    }
+
+    /// What a grant hands back, with `access_token` signed by
+    /// [`Engine::sign_access`] for `session` until `access_exp`.
+    pub(super) fn issued(
+        &self,
+        session: &Session,
+        now: UnixTime,
+        access_exp: UnixTime,
+        access_token: String,
+        refresh_token: Option<String>,
+    ) -> IssuedTokens {
+        metrics::counter!("tessera_tokens_issued_total", "kind" => "access_token").increment(1);
+        IssuedTokens {
+            session_id: session.id,
+            access_token,
+            expires_in: access_exp - now,
+            expires_at: access_exp,
+            refresh_token,
+            scope: session.scope.clone(),
+            session_expires_at: session.expires_at,
+        }
+    }
+
     pub(super) fn sign_access(
         &self,
         session: &Session,
@@ -196,9 +235,7 @@ impl Engine {
         if !session.scope.is_empty() {
             claims.insert("scope".into(), Value::from(session.scope.as_str()));
         }
-        let token = self.keys.sign("at+jwt", &claims)?;
-        metrics::counter!("tessera_tokens_issued_total", "kind" => "access_token").increment(1);
-        Ok(token)
+        Ok(self.keys.sign("at+jwt", &claims)?)
     }
 
     /// Verify an access token: signature, issuer, expiry, then the
@@ -341,15 +378,21 @@ impl Engine {
                         expires_at: (now + self.refresh_ttl(client)).min(session.expires_at),
                         state: RefreshState::Current,
                     };
-                    match self
-                        .store
-                        .rotate_refresh(&hash, &new, now, access_exp)
-                        .await?
-                    {
+                    let rotate = self.store.rotate_refresh(&hash, &new, now, access_exp);
+                    let (outcome, access_token) = self
+                        .write_and_sign(rotate, &session, now, access_exp)
+                        .await?;
+                    match outcome {
                         crate::store::RotateOutcome::Rotated => {
                             metrics::counter!("tessera_tokens_issued_total", "kind" => "refresh_token")
                                 .increment(1);
-                            return self.tokens_for(&session, now, access_exp, Some(successor));
+                            return Ok(self.issued(
+                                &session,
+                                now,
+                                access_exp,
+                                access_token,
+                                Some(successor),
+                            ));
                         }
                         crate::store::RotateOutcome::NotCurrent => continue,
                     }
@@ -405,36 +448,21 @@ impl Engine {
             return Ok(None);
         }
         let access_exp = (now + self.access_ttl(client, None)).min(session.expires_at);
-        if !self
-            .store
-            .extend_access_cover(&session.id, access_exp)
-            .await?
-        {
+        let cover = self.store.extend_access_cover(&session.id, access_exp);
+        let (covered, access_token) = self.write_and_sign(cover, session, now, access_exp).await?;
+        if !covered {
             return Err(EngineError::InvalidGrant(
                 "refresh token is invalid, expired or revoked",
             ));
         }
         tracing::info!(session_id = %session.id, "refresh retried within the grace window");
-        self.tokens_for(session, now, access_exp, Some(successor))
-            .map(Some)
-    }
-
-    fn tokens_for(
-        &self,
-        session: &Session,
-        now: UnixTime,
-        access_exp: UnixTime,
-        refresh_token: Option<String>,
-    ) -> EngineResult<IssuedTokens> {
-        Ok(IssuedTokens {
-            session_id: session.id,
-            access_token: self.sign_access(session, now, access_exp)?,
-            expires_in: access_exp - now,
-            expires_at: access_exp,
-            refresh_token,
-            scope: session.scope.clone(),
-            session_expires_at: session.expires_at,
-        })
+        Ok(Some(self.issued(
+            session,
+            now,
+            access_exp,
+            access_token,
+            Some(successor),
+        )))
     }
 
     /// RFC 7662: describe an active token, or `None` if it is not active
