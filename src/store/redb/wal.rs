@@ -15,16 +15,29 @@
 //! only (a 2.3 KiB append and `fdatasync` on this project's machines:
 //! ≈ 0.14 ms, against 0.19–0.23 ms for one that grows the file). On Unix
 //! appends go through a handle opened with `O_DSYNC`, so each is one
-//! system call that returns once the bytes are on disk.
+//! system call that returns once the bytes are on disk; on Linux also
+//! with `O_DIRECT`, which skips the page cache and its writeback (on this
+//! project's machines a 4 KiB `O_DSYNC` write took ≈ 176 µs buffered and
+//! ≈ 126 µs direct, and the server spent ≈ 7% less CPU per durable
+//! write). Where the file system refuses `O_DIRECT`, appends are
+//! buffered.
+//!
+//! Each append (one batch) starts at a [`BLOCK`] boundary and is padded
+//! with zeros to the next one, as direct I/O needs, so no write ever
+//! rewrites a block that holds acknowledged records.
 //!
 //! A record is `length: u32 LE`, `crc32: u32 LE` (of the sequence number
 //! and the payload), `sequence: u64 LE`, then `length` bytes of payload.
-//! Sequence numbers grow by one from record to record, across checkpoints.
-//! Reading stops at the first record that is cut short, fails its
-//! checksum, or does not continue the sequence: that is where the records
-//! of the current round end (zeros, or the older records of the reused
-//! file, all numbered lower), where a crash interrupted an append (an
-//! unacknowledged batch), or damage.
+//! Sequence numbers grow by one from record to record, across checkpoints
+//! (and never start at 0, so a header of zeros is never a record). Where
+//! zeros run from the end of a record to the next block boundary, that is
+//! an append's padding and reading goes on at the boundary. Reading stops
+//! at the first record that is cut short, fails its checksum, or does not
+//! continue the sequence: that is where the records of the current round
+//! end (zeros, or the older records of the reused file, all numbered
+//! lower), where a crash interrupted an append (an unacknowledged batch),
+//! or damage. Logs written before the padding (records back to back)
+//! read the same way.
 
 use std::fs::File;
 use std::io::Read;
@@ -40,13 +53,32 @@ pub(super) const MAX_RECORD: usize = 64 << 20;
 const RESERVE_MIN: u64 = 1 << 20;
 /// It grows by doubling, at most by this much at a time.
 const RESERVE_STEP_MAX: u64 = 16 << 20;
+/// Appends start at a multiple of this and fill whole blocks: the
+/// alignment direct I/O asks of offsets, lengths and memory on every
+/// device this runs on (logical blocks of 512 or 4096 bytes).
+pub(super) const BLOCK: usize = 4096;
+
+/// Zeros for the reserve, aligned for direct I/O.
+#[repr(C, align(4096))]
+struct Zeros([u8; 64 << 10]);
+static ZEROS: Zeros = Zeros([0; 64 << 10]);
+
+fn align_up(n: u64) -> u64 {
+    n.div_ceil(BLOCK as u64) * BLOCK as u64
+}
 
 pub(super) struct Wal {
     file: File,
-    /// The same file opened with `O_DSYNC` (Unix): an append through it
-    /// returns once its bytes are on disk, one system call instead of a
-    /// write and an `fdatasync`.
+    /// The same file opened with `O_DSYNC` (Unix), and `O_DIRECT` (Linux,
+    /// where the file system allows it): an append through it returns once
+    /// its bytes are on disk, one system call instead of a write and an
+    /// `fdatasync`.
     appends: Option<File>,
+    /// Whether `appends` is direct: offsets, lengths and memory aligned.
+    direct: bool,
+    /// Where an append is laid out: a buffer with room for a block-aligned
+    /// slice of the largest append so far.
+    staging: Vec<u8>,
     path: PathBuf,
     /// Bytes of records since the log was last emptied: where the next
     /// append goes.
@@ -129,16 +161,44 @@ fn record_at(bytes: &[u8], at: usize, wanted: impl Fn(u64) -> bool) -> Option<(u
     Some((seq, payload))
 }
 
+/// Where the next record may start after one that ends at `at`: there, or
+/// at the next block boundary if only zeros (an append's padding) lie
+/// between.
+fn after_padding(bytes: &[u8], at: usize) -> usize {
+    let boundary = at.next_multiple_of(BLOCK).min(bytes.len());
+    if boundary > at && bytes[at..boundary].iter().all(|&b| b == 0) {
+        boundary
+    } else {
+        at
+    }
+}
+
 /// The readable records at the start of `bytes` (a run of whole records
-/// with sequence numbers one apart), and what follows them.
+/// with sequence numbers one apart, each append's padding skipped), and
+/// what follows them.
 pub(super) fn read_records(bytes: &[u8]) -> Recovered {
     let mut records = Vec::new();
     let mut at = 0;
     let mut expected: Option<u64> = None;
-    while let Some((seq, payload)) = record_at(bytes, at, |seq| expected.is_none_or(|e| e == seq)) {
+    loop {
+        let next = |at| record_at(bytes, at, |seq| expected.is_none_or(|e| e == seq));
+        let found = match next(at) {
+            Some(found) => Some((at, found)),
+            // No record here: padding up to the boundary, then one there?
+            None if !records.is_empty() => {
+                let skipped = after_padding(bytes, at);
+                (skipped != at)
+                    .then(|| next(skipped).map(|found| (skipped, found)))
+                    .flatten()
+            }
+            None => None,
+        };
+        let Some((start, (seq, payload))) = found else {
+            break;
+        };
         records.push((seq, payload.to_vec()));
         expected = Some(seq + 1);
-        at += HEADER + payload.len();
+        at = start + HEADER + payload.len();
     }
     let tail = &bytes[at..];
     // Every offset is tried: a record need not start where the readable
@@ -180,35 +240,78 @@ pub(super) fn read_records(bytes: &[u8]) -> Recovered {
     }
 }
 
+#[cfg(unix)]
+const EINVAL: i32 = libc::EINVAL;
+#[cfg(not(unix))]
+const EINVAL: i32 = 22;
+
+/// The handle appends go through, and whether it is direct: see [`Wal`].
+fn open_appends(path: &Path, direct: bool) -> std::io::Result<(Option<File>, bool)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |flags| {
+            let mut synced = std::fs::OpenOptions::new();
+            synced.write(true).custom_flags(flags);
+            synced.open(path)
+        };
+        #[cfg(target_os = "linux")]
+        if direct {
+            match open(libc::O_DSYNC | libc::O_DIRECT) {
+                Ok(file) => return Ok((Some(file), true)),
+                // The file system does not do direct I/O (tmpfs, some
+                // network file systems).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::info!(wal = %path.display(), "no direct I/O here; the write-ahead log is appended through the page cache");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = direct;
+        Ok((Some(open(libc::O_DSYNC)?), false))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, direct);
+        Ok((None, false))
+    }
+}
+
 impl Wal {
     /// Opens the log at `path`, creating it (owner-only) if missing, and
     /// reads what it holds.
     pub(super) fn open(path: &Path) -> std::io::Result<(Self, Recovered)> {
+        Self::open_with(path, true)
+    }
+
+    /// [`Wal::open`], with direct I/O for appends only if `direct` (and
+    /// the platform and file system allow it).
+    pub(super) fn open_with(path: &Path, direct: bool) -> std::io::Result<(Self, Recovered)> {
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path)?;
-        #[cfg(unix)]
-        let appends = {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut synced = std::fs::OpenOptions::new();
-            synced.write(true).custom_flags(libc::O_DSYNC);
-            Some(synced.open(path)?)
-        };
-        #[cfg(not(unix))]
-        let appends = None;
+        let (appends, direct) = open_appends(path, direct)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let found = read_records(&bytes);
         let wal = Self {
             file,
             appends,
+            direct,
+            staging: Vec::new(),
             path: path.to_owned(),
-            len: found.end,
+            len: align_up(found.end),
             reserved: bytes.len() as u64,
         };
         Ok((wal, found))
+    }
+
+    /// Whether appends go around the page cache.
+    #[cfg(test)]
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -226,39 +329,77 @@ impl Wal {
     /// Grows by doubling. The zeros are not synced: an append syncs its
     /// own bytes (and the file's size), and whatever a crash leaves after
     /// the last record is not read as records.
+    ///
+    /// With direct appends the zeros go the same way, from block to block
+    /// (a buffered write there would leave pages for the first direct
+    /// append to write back), and are synced once: the appends into them
+    /// then change nothing but data.
     fn reserve(&mut self, needed: u64) -> std::io::Result<()> {
         if needed <= self.reserved {
             return Ok(());
         }
-        let mut target = self.reserved.max(RESERVE_MIN);
+        let mut target = align_up(self.reserved.max(RESERVE_MIN));
         while target < needed {
             target += target.min(RESERVE_STEP_MAX);
         }
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut at = self.reserved;
+        let (handle, from) = match &self.appends {
+            Some(direct) if self.direct => (direct, align_up(self.reserved).max(self.len)),
+            _ => (&self.file, self.reserved),
+        };
+        let mut at = from;
         while at < target {
-            let n = (target - at).min(ZEROS.len() as u64);
-            write_at(&self.file, &ZEROS[..n as usize], at)?;
+            let n = (target - at).min(ZEROS.0.len() as u64);
+            write_at(handle, &ZEROS.0[..n as usize], at)?;
             at += n;
+        }
+        if self.direct {
+            self.file.sync_data()?;
         }
         self.reserved = target;
         Ok(())
     }
 
-    /// Appends `records` (made with [`put_record`]) and waits until they
-    /// are on disk.
-    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<()> {
-        let n = records.len() as u64;
-        self.reserve(self.len + n)?;
+    /// Appends `records` (made with [`put_record`]) at the next block
+    /// boundary, padded with zeros to the one after, and waits until they
+    /// are on disk. Returns the bytes the append took in the file.
+    pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<u64> {
+        let padded = align_up(records.len() as u64);
+        self.reserve(self.len + padded)?;
+        let n = padded as usize;
+        // Room for `n` bytes from a block-aligned start, whatever the
+        // allocator gave.
+        if self.staging.len() < n + BLOCK {
+            self.staging = vec![0; (n + BLOCK).next_power_of_two()];
+        }
+        let start = self.staging.as_ptr().align_offset(BLOCK);
+        let out = &mut self.staging[start..start + n];
+        out[..records.len()].copy_from_slice(records);
+        out[records.len()..].fill(0);
         match &self.appends {
-            Some(synced) => write_at(synced, records, self.len)?,
+            Some(synced) => match write_at(synced, out, self.len) {
+                Err(e) if self.direct && e.raw_os_error() == Some(EINVAL) => {
+                    // Direct I/O refused after all (an alignment this
+                    // device wants and this code does not give): nothing
+                    // was written; from now on appends are buffered.
+                    tracing::warn!(
+                        wal = %self.path.display(),
+                        error = %e,
+                        "direct writes to the write-ahead log were refused; appending through the page cache"
+                    );
+                    let (appends, _) = open_appends(&self.path, false)?;
+                    self.appends = appends;
+                    self.direct = false;
+                    return self.append_durably(records);
+                }
+                written => written?,
+            },
             None => {
-                write_at(&self.file, records, self.len)?;
+                write_at(&self.file, out, self.len)?;
                 self.file.sync_data()?;
             }
         }
-        self.len += n;
-        Ok(())
+        self.len += padded;
+        Ok(padded)
     }
 
     /// Empties the log, once a durable commit holds everything in it: the
@@ -365,30 +506,84 @@ mod tests {
 
     #[test]
     fn the_file_is_reused_and_older_records_behind_new_ones_are_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.wal");
-        let (mut wal, _) = Wal::open(&path).unwrap();
-        wal.append_durably(&log(&[(1, b"a long first record"), (2, b"b"), (3, b"c")]))
-            .unwrap();
-        let size = std::fs::metadata(&path).unwrap().len();
-        assert!(size >= RESERVE_MIN, "written in zeros ahead: {size}");
-        wal.clear();
-        assert_eq!(wal.len(), 0);
-        wal.append_durably(&log(&[(4, b"d")])).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "no new size");
-        drop(wal);
-        let (mut wal, found) = Wal::open(&path).unwrap();
-        assert_eq!(found.records, vec![(4, b"d".to_vec())]);
-        assert!(found.unreadable > 0, "the rest of the old records");
-        assert!(
-            found.stray_seq < Some(4),
-            "older records only: {:?}",
-            found.stray_seq
-        );
-        assert_eq!(wal.len(), (HEADER + 1) as u64);
-        // A durable emptying empties the file.
-        wal.clear_durably().unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.wal");
+            let (mut wal, _) = Wal::open_with(&path, direct).unwrap();
+            assert_eq!(wal.is_direct(), direct && cfg!(target_os = "linux"));
+            // Two blocks: the first record runs into the second.
+            let long = vec![7u8; BLOCK + 100];
+            wal.append_durably(&log(&[(1, &long), (2, b"b"), (3, b"c")]))
+                .unwrap();
+            let size = std::fs::metadata(&path).unwrap().len();
+            assert!(size >= RESERVE_MIN, "written in zeros ahead: {size}");
+            wal.clear();
+            assert_eq!(wal.len(), 0);
+            wal.append_durably(&log(&[(4, b"d")])).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "no new size");
+            drop(wal);
+            let (mut wal, found) = Wal::open_with(&path, direct).unwrap();
+            assert_eq!(found.records, vec![(4, b"d".to_vec())]);
+            assert!(found.unreadable > 0, "the rest of the old records");
+            assert!(
+                found.stray_seq < Some(4),
+                "older records only: {:?}",
+                found.stray_seq
+            );
+            assert_eq!(wal.len(), BLOCK as u64, "the next append's boundary");
+            // A durable emptying empties the file.
+            wal.clear_durably().unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        }
+    }
+
+    #[test]
+    fn appends_start_at_block_boundaries_and_their_padding_is_read_over() {
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.wal");
+            let (mut wal, _) = Wal::open_with(&path, direct).unwrap();
+            let first = log(&[(1, b"one"), (2, b"two")]);
+            assert_eq!(wal.append_durably(&first).unwrap(), BLOCK as u64);
+            let big = vec![9u8; 2 * BLOCK];
+            assert_eq!(
+                wal.append_durably(&log(&[(3, &big)])).unwrap(),
+                3 * BLOCK as u64,
+                "a record and its header take three blocks"
+            );
+            assert_eq!(
+                wal.append_durably(&log(&[(4, b"four")])).unwrap(),
+                BLOCK as u64
+            );
+            drop(wal);
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(&bytes[..first.len()], &first[..]);
+            assert!(bytes[first.len()..BLOCK].iter().all(|&b| b == 0), "padding");
+            assert_eq!(&bytes[4 * BLOCK + HEADER..4 * BLOCK + HEADER + 4], b"four");
+            let (wal, found) = Wal::open_with(&path, direct).unwrap();
+            let seqs: Vec<u64> = found.records.iter().map(|(s, _)| *s).collect();
+            assert_eq!(seqs, vec![1, 2, 3, 4]);
+            assert_eq!(found.records[2].1, big);
+            assert_eq!((found.unreadable, found.stray_seq), (0, None));
+            assert_eq!(wal.len(), 5 * BLOCK as u64);
+        }
+    }
+
+    #[test]
+    fn an_append_cut_short_after_its_first_block_is_not_read() {
+        // A crash in the middle of a two-block append: the second block
+        // still holds zeros (or anything older).
+        let mut bytes = log(&[(1, b"one")]);
+        bytes.resize(BLOCK, 0);
+        let mut second = log(&[(2, &vec![5u8; BLOCK])]);
+        second.truncate(BLOCK);
+        bytes.extend_from_slice(&second);
+        bytes.resize(4 * BLOCK, 0);
+        let r = read_records(&bytes);
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.end, (HEADER + 3) as u64);
+        assert!(r.unreadable > 0);
+        assert_eq!(r.stray_seq, None, "a torn record is not whole");
     }
 
     #[test]
@@ -400,19 +595,25 @@ mod tests {
 
     #[test]
     fn appends_survive_reopening_and_clearing_empties() {
+        for direct in [true, false] {
+            appends_survive_reopening_and_clearing_empties_in(direct);
+        }
+    }
+
+    fn appends_survive_reopening_and_clearing_empties_in(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.wal");
-        let (mut wal, found) = Wal::open(&path).unwrap();
+        let (mut wal, found) = Wal::open_with(&path, direct).unwrap();
         assert!(found.records.is_empty());
         wal.append_durably(&log(&[(1, b"a")])).unwrap();
         wal.append_durably(&log(&[(2, b"b"), (3, b"c")])).unwrap();
         drop(wal);
-        let (mut wal, found) = Wal::open(&path).unwrap();
+        let (mut wal, found) = Wal::open_with(&path, direct).unwrap();
         assert_eq!(found.records.len(), 3);
         wal.clear();
         wal.append_durably(&log(&[(4, b"d")])).unwrap();
         drop(wal);
-        let (_, found) = Wal::open(&path).unwrap();
+        let (_, found) = Wal::open_with(&path, direct).unwrap();
         assert_eq!(found.records, vec![(4, b"d".to_vec())]);
         #[cfg(unix)]
         {

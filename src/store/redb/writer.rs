@@ -176,17 +176,20 @@ impl Writer {
         }
         if seq > self.next_seq {
             let started = Instant::now();
-            if let Err(e) = self.wal.append_durably(&self.records) {
-                // What reached the disk is unknown: stop, and let a restart
-                // replay whatever the log holds.
-                self.poison("writing the write-ahead log failed", &e);
-                let _ = txn.abort();
-                return Err(BatchError::Storage(broken_error()));
-            }
+            let took = match self.wal.append_durably(&self.records) {
+                Ok(took) => took,
+                Err(e) => {
+                    // What reached the disk is unknown: stop, and let a
+                    // restart replay whatever the log holds.
+                    self.poison("writing the write-ahead log failed", &e);
+                    let _ = txn.abort();
+                    return Err(BatchError::Storage(broken_error()));
+                }
+            };
             metrics::histogram!("tessera_store_log_sync_seconds")
                 .record(started.elapsed().as_secs_f64());
             self.next_seq = seq;
-            self.unsaved += self.records.len() as u64;
+            self.unsaved += took;
         }
         // Logged: from here the ops stand, whatever happens to this commit.
         if let Err(e) = txn.commit() {
