@@ -25,20 +25,25 @@ pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
 /// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`].
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The layout of the file's rows, as the newest build that wrote it knew
-/// them (see [`LAYOUT_VERSION`]).
+/// The layout of the store's files (its rows and its write-ahead log), as
+/// the newest build that wrote them knew it (see [`LAYOUT_VERSION`]).
 pub(super) const LAYOUT: &str = "layout";
-/// The layout this build writes. A build refuses a file of a later layout:
-/// an older build does not keep the rows a newer one relies on.
+/// The layout this build writes. A build refuses a store of a later
+/// layout: an older build does not keep the rows a newer one relies on,
+/// or cannot read its log.
 ///
 /// - 1 (files without the row): a live session also had a delete-queue
 ///   row, written at its creation.
 /// - 2: one time-ordered row per session (see the module docs). Builds of
 ///   layout 1 do not queue a session of layout 2 for deletion when it
 ///   expires, so it would never be deleted: the reason for the row.
+/// - 3: each append to the write-ahead log starts at a block boundary,
+///   padded with zeros (see `wal`). A build of layout 2 stops reading the
+///   log at the first padding, so after a crash it would drop the
+///   acknowledged writes behind it.
 ///
-/// This build reads files of layout 1 as they are and marks them 2.
-pub(super) const LAYOUT_VERSION: u64 = 2;
+/// This build reads stores of layouts 1 and 2 as they are and marks them 3.
+pub(super) const LAYOUT_VERSION: u64 = 3;
 /// The sequence number of the last op of the write-ahead log that the
 /// database holds.
 pub(super) const WAL_SEQ: &str = "wal_seq";
