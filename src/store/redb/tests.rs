@@ -285,10 +285,7 @@ fn grant_ops_of_one_batch_see_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_commit_batches_concurrent_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
-    let owner = client("owner");
-    store.insert_client(&owner).await.unwrap();
+    let (_dir, store, owner) = store_with_owner().await;
     let before = store.commit_count();
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -385,10 +382,7 @@ fn stored_format(store: &RedbStore, id: &SessionId, hash: &TokenHash) -> (u8, u8
 /// read, rotate, end and list as before, and are rewritten compact.
 #[tokio::test]
 async fn json_records_of_older_files_still_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
-    let owner = client("owner");
-    store.insert_client(&owner).await.unwrap();
+    let (_dir, store, owner) = store_with_owner().await;
     let mut s = session(&owner.id, 1000);
     s.claims
         .insert("name".into(), serde_json::Value::from("Alice"));
@@ -510,6 +504,16 @@ async fn corrupt_record_is_reported_and_swept() {
     assert_eq!(store.get_session(&id).await.unwrap(), None);
 }
 
+/// A fresh store (its directory is removed when the first value drops)
+/// with one client, `owner`.
+async fn store_with_owner() -> (tempfile::TempDir, RedbStore, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    let owner = client("owner");
+    store.insert_client(&owner).await.unwrap();
+    (dir, store, owner)
+}
+
 fn row_counts(store: &RedbStore) -> Vec<u64> {
     let txn = store.inner.db.begin_write().unwrap();
     let mut t = Tables::open(&txn).unwrap();
@@ -534,10 +538,7 @@ fn row_counts(store: &RedbStore) -> Vec<u64> {
 
 #[tokio::test]
 async fn sweeping_everything_leaves_no_index_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
-    let owner = client("owner");
-    store.insert_client(&owner).await.unwrap();
+    let (_dir, store, owner) = store_with_owner().await;
     let mut ids = Vec::new();
     for i in 0..20 {
         let s = Session {
@@ -591,10 +592,7 @@ fn time_rows(store: &RedbStore, id: &SessionId) -> (Vec<i64>, Vec<i64>) {
 
 #[tokio::test]
 async fn a_live_session_has_one_time_ordered_row_until_it_expires_or_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
-    let owner = client("owner");
-    store.insert_client(&owner).await.unwrap();
+    let (_dir, store, owner) = store_with_owner().await;
     let expiring = session(&owner.id, 1000);
     let ending = session(&owner.id, 1000);
     for s in [&expiring, &ending] {
@@ -626,10 +624,7 @@ async fn a_live_session_has_one_time_ordered_row_until_it_expires_or_ends() {
 /// and the sweep drops it without deleting the session early.
 #[tokio::test]
 async fn delete_queue_rows_of_older_files_are_swept_by_the_records_own_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
-    let owner = client("owner");
-    store.insert_client(&owner).await.unwrap();
+    let (_dir, store, owner) = store_with_owner().await;
     let old = session(&owner.id, 1000);
     store.create_session(&old, None).await.unwrap();
     {
@@ -662,10 +657,7 @@ async fn delete_queue_rows_of_older_files_are_swept_by_the_records_own_time() {
 /// be due, or the engine's sweep loop stops early.
 #[tokio::test]
 async fn a_pass_over_stale_queue_rows_only_still_reports_more() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
-    let owner = client("owner");
-    store.insert_client(&owner).await.unwrap();
+    let (_dir, store, owner) = store_with_owner().await;
     let made: Vec<Session> = (0..3).map(|_| session(&owner.id, 1000)).collect();
     for s in &made {
         store.create_session(s, None).await.unwrap();
@@ -701,10 +693,7 @@ async fn a_pass_over_stale_queue_rows_only_still_reports_more() {
 /// queued at its expiry and so goes too.
 #[tokio::test]
 async fn an_expired_session_past_its_retention_goes_in_one_pass_even_if_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
-    let owner = client("owner");
-    store.insert_client(&owner).await.unwrap();
+    let (_dir, store, owner) = store_with_owner().await;
     let whole = session(&owner.id, 1000);
     store.create_session(&whole, None).await.unwrap();
     let corrupt = SessionId::generate();
