@@ -461,18 +461,22 @@ fn file_is_owner_only() {
 }
 
 /// Plants bytes that are not JSON where a session belongs.
-fn plant_garbage(store: &RedbStore, id: &SessionId, delete_after: i64) {
+/// An undecodable session record under `id`, with a row at `at` in the
+/// time index `index` (the live index or the delete queue).
+fn plant_garbage(
+    store: &RedbStore,
+    id: &SessionId,
+    index: TableDefinition<(i64, Id), ()>,
+    at: i64,
+) {
     let txn = store.inner.db.begin_write().unwrap();
     {
-        let mut t = Tables::open(&txn).unwrap();
-        t.sessions()
-            .unwrap()
+        let mut sessions = txn.open_table(SESSIONS).unwrap();
+        sessions
             .insert(id.as_bytes(), b"{not json".as_slice())
             .unwrap();
-        t.delete_queue()
-            .unwrap()
-            .insert((delete_after, *id.as_bytes()), ())
-            .unwrap();
+        let mut rows = txn.open_table(index).unwrap();
+        rows.insert((at, *id.as_bytes()), ()).unwrap();
     }
     txn.commit().unwrap();
 }
@@ -482,7 +486,7 @@ async fn corrupt_record_is_reported_and_swept() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
     let id = SessionId::generate();
-    plant_garbage(&store, &id, 500);
+    plant_garbage(&store, &id, DELETE_QUEUE, 500);
     let got = store.get_session(&id).await;
     assert!(matches!(
         got,
@@ -697,20 +701,7 @@ async fn an_expired_session_past_its_retention_goes_in_one_pass_even_if_corrupt(
     let whole = session(&owner.id, 1000);
     store.create_session(&whole, None).await.unwrap();
     let corrupt = SessionId::generate();
-    {
-        let txn = store.inner.db.begin_write().unwrap();
-        let mut t = Tables::open(&txn).unwrap();
-        t.sessions()
-            .unwrap()
-            .insert(corrupt.as_bytes(), b"{not json".as_slice())
-            .unwrap();
-        t.live()
-            .unwrap()
-            .insert((4000, *corrupt.as_bytes()), ())
-            .unwrap();
-        drop(t);
-        txn.commit().unwrap();
-    }
+    plant_garbage(&store, &corrupt, LIVE, 4000);
     assert_eq!(store.live_session_count().await.unwrap(), 2);
     let stats = store.sweep(8200, 0, 100).await.unwrap();
     assert_eq!((stats.expired, stats.sessions), (2, 2));

@@ -59,8 +59,7 @@ const RESERVE_STEP_MAX: u64 = 16 << 20;
 pub(super) const BLOCK: usize = 4096;
 
 /// Zeros for the reserve.
-struct Zeros([u8; 64 << 10]);
-static ZEROS: Zeros = Zeros([0; 64 << 10]);
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 /// A staging buffer larger than this is given back once appends need less
 /// than a quarter of it.
 const STAGING_KEEP: usize = 1 << 20;
@@ -242,11 +241,6 @@ pub(super) fn read_records(bytes: &[u8]) -> Recovered {
     }
 }
 
-#[cfg(unix)]
-const EINVAL: i32 = libc::EINVAL;
-#[cfg(not(unix))]
-const EINVAL: i32 = 22;
-
 /// The handle appends go through, and whether it is direct: see [`Wal`].
 fn open_appends(path: &Path, direct: bool) -> std::io::Result<(Option<File>, bool)> {
     #[cfg(unix)]
@@ -263,7 +257,7 @@ fn open_appends(path: &Path, direct: bool) -> std::io::Result<(Option<File>, boo
                 Ok(file) => return Ok((Some(file), true)),
                 // The file system does not do direct I/O (tmpfs, some
                 // network file systems).
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     tracing::info!(wal = %path.display(), "no direct I/O here; the write-ahead log is appended through the page cache");
                 }
                 Err(e) => return Err(e),
@@ -347,8 +341,8 @@ impl Wal {
         }
         let mut at = self.reserved;
         while at < target {
-            let n = (target - at).min(ZEROS.0.len() as u64);
-            write_at(&self.file, &ZEROS.0[..n as usize], at)?;
+            let n = (target - at).min(ZEROS.len() as u64);
+            write_at(&self.file, &ZEROS[..n as usize], at)?;
             at += n;
         }
         if self.direct {
@@ -382,7 +376,8 @@ impl Wal {
         out[records.len()..].fill(0);
         match &self.appends {
             Some(synced) => match write_at(synced, out, self.len) {
-                Err(e) if self.direct && e.raw_os_error() == Some(EINVAL) => {
+                // EINVAL: direct I/O refused after all.
+                Err(e) if self.direct && e.kind() == std::io::ErrorKind::InvalidInput => {
                     // Direct I/O refused after all (an alignment this
                     // device wants and this code does not give): nothing
                     // was written; from now on appends are buffered.
