@@ -644,6 +644,14 @@ fn oauth_cases(x: &Ctx) -> Vec<Case> {
             &format!("grant_type=refresh_token&refresh_token={}", "A".repeat(43)),
         ),
         token(
+            "refresh_token unknown (64 chars)",
+            &format!("grant_type=refresh_token&refresh_token={}", "A".repeat(64)),
+        ),
+        token(
+            "refresh_token of 64 characters, not base64url",
+            &format!("grant_type=refresh_token&refresh_token={}!", "A".repeat(63)),
+        ),
+        token(
             "access token as refresh_token",
             &format!("grant_type=refresh_token&refresh_token={}", x.at),
         ),
@@ -723,6 +731,10 @@ fn oauth_cases(x: &Ctx) -> Vec<Case> {
             (
                 "43 characters, unknown",
                 format!("token={}", "A".repeat(43)),
+            ),
+            (
+                "64 characters, unknown",
+                format!("token={}", "A".repeat(64)),
             ),
             ("token with spaces", "token=a+b+c".to_owned()),
             (
@@ -2029,6 +2041,7 @@ fn arb_form() -> impl Strategy<Value = Vec<(String, String)>> {
         .prop_map(str::to_owned),
         2 => any::<String>(),
         1 => "[A-Za-z0-9_-]{43}",
+        1 => "[A-Za-z0-9_-]{64}",
         1 => "[A-Za-z0-9_.-]{0,120}",
     ];
     prop::collection::vec((key, value), 0..6)
@@ -2044,6 +2057,7 @@ fn arb_endpoint_form(endpoint: &Endpoint) -> BoxedStrategy<Vec<(String, String)>
     let token_like = || {
         prop_oneof![
             "[A-Za-z0-9_-]{43}",
+            "[A-Za-z0-9_-]{64}",
             "[A-Za-z0-9_-]{10,40}\\.[A-Za-z0-9_-]{10,200}\\.[A-Za-z0-9_-]{0,90}",
             any::<String>(),
         ]

@@ -654,3 +654,68 @@ async fn discovery_metrics_health_and_openapi() {
     assert!(api["paths"]["/v1/sessions"].is_object());
     assert!(api["paths"]["/admin/clients"].is_object());
 }
+
+/// Refresh tokens name their session (64 characters); tokens of the earlier
+/// form (43 characters, written by older builds) keep working, and their
+/// rotation chain keeps that form, grace retries included.
+#[tokio::test]
+async fn refresh_tokens_of_the_earlier_form_still_rotate_and_revoke() {
+    use tessera::core::model::{RefreshRecord, RefreshState};
+    use tessera::core::secrets::random_token;
+    use tessera::core::SessionId;
+
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.new_client().await;
+    let c = (id.as_str(), secret.as_str());
+    let opened = app.open_session(c, "grace").await;
+    let rt = s(&opened, "refresh_token");
+    assert_eq!(rt.len(), 64, "{rt}");
+
+    // A session as an older build stored it: same fields, its own id, a
+    // refresh record keyed by the full hash of a 43-character token.
+    let store = app.engine.store();
+    let sid = SessionId::parse(&s(&app.introspect(c, &rt).await, "sid")).unwrap();
+    let mut old = store.get_session(&sid).await.unwrap().unwrap();
+    old.id = SessionId::generate();
+    let legacy = random_token(32);
+    let now = app.engine.now();
+    let record = RefreshRecord {
+        hash: app.engine.hasher().hash("refresh", &legacy),
+        session_id: old.id,
+        client_id: old.client_id.clone(),
+        issued_at: now,
+        expires_at: now + 3600,
+        state: RefreshState::Current,
+    };
+    store.create_session(&old, Some(&record)).await.unwrap();
+
+    let v = app.introspect(c, &legacy).await;
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["sid"], old.id.to_string());
+    let (status, t1) = app
+        .token(
+            c,
+            &[("grant_type", "refresh_token"), ("refresh_token", &legacy)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t1}");
+    let r1 = s(&t1, "refresh_token");
+    assert_eq!(r1.len(), 43, "the chain keeps its form: {r1}");
+    // A retry within the grace window gets the same successor.
+    let (status, retry) = app
+        .token(
+            c,
+            &[("grant_type", "refresh_token"), ("refresh_token", &legacy)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retry}");
+    assert_eq!(s(&retry, "refresh_token"), r1);
+    // Revoking the successor ends that session, and only that one.
+    assert_eq!(
+        app.revoke(c, &r1, Some("refresh_token")).await,
+        StatusCode::OK
+    );
+    assert!(!app.active(c, &s(&t1, "access_token")).await);
+    assert!(!app.active(c, &r1).await);
+    assert!(app.active(c, &rt).await);
+}

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::ids::SessionId;
 use super::model::TokenHash;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -147,17 +148,87 @@ impl TokenHasher {
         )
     }
 
-    /// The refresh token that succeeds `token`. Derived, not random, so that
-    /// a client retrying a refresh whose answer it lost gets the same
+    /// A new refresh token of `session` and its key in the store.
+    ///
+    /// A refresh token is base64url(session id ‖ 32 random bytes), 64
+    /// characters, and its key is the session id followed by the first 16
+    /// bytes of its keyed hash. Session ids are time-ordered, so a
+    /// session's tokens are stored side by side, in the order sessions were
+    /// opened: the lookups and writes of a refresh or a revocation land on
+    /// the recent pages that are in memory, not on a random page of the
+    /// whole table. The id is no secret (access tokens carry it as `sid`);
+    /// the hash covers it, so a token whose id was changed has no key that
+    /// any record holds. Tokens of the earlier form (32 random bytes, 43
+    /// characters, keyed by their full hash) are still read; see
+    /// [`Self::refresh_key`].
+    pub fn new_refresh(&self, session: &SessionId) -> (String, TokenHash) {
+        self.refresh_of(session, &random_bytes::<32>())
+    }
+
+    fn refresh_of(&self, session: &SessionId, secret: &[u8; 32]) -> (String, TokenHash) {
+        let mut raw = [0u8; REFRESH_RAW_LEN];
+        raw[..16].copy_from_slice(session.as_bytes());
+        raw[16..].copy_from_slice(secret);
+        let token = URL_SAFE_NO_PAD.encode(raw);
+        let key = self.session_refresh_key(session.as_bytes(), &token);
+        (token, key)
+    }
+
+    fn session_refresh_key(&self, session: &[u8; 16], token: &str) -> TokenHash {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(session);
+        key[16..].copy_from_slice(&self.hash("refresh", token)[..16]);
+        key
+    }
+
+    /// The store key of a refresh token, or `None` if `token` has the shape
+    /// of neither form (it then names no record). A key does not say the
+    /// token is valid: only a record stored under it does.
+    pub fn refresh_key(&self, token: &str) -> Option<TokenHash> {
+        match token.len() {
+            REFRESH_TOKEN_LEN => {
+                let mut raw = [0u8; REFRESH_RAW_LEN];
+                let n = URL_SAFE_NO_PAD.decode_slice(token, &mut raw).ok()?;
+                let session: [u8; 16] = raw[..16].try_into().ok()?;
+                (n == REFRESH_RAW_LEN).then(|| self.session_refresh_key(&session, token))
+            }
+            LEGACY_REFRESH_TOKEN_LEN
+                if token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Some(self.hash("refresh", token))
+            }
+            _ => None,
+        }
+    }
+
+    /// The refresh token that succeeds `token` (of the same form) and its
+    /// key; `None` if `token` has neither form. Derived, not random, so
+    /// that a client retrying a refresh whose answer it lost gets the same
     /// successor back (see the grace window in the engine); unguessable
     /// without the server key.
-    pub fn successor(&self, token: &str) -> String {
-        URL_SAFE_NO_PAD.encode(hmac(
-            self.successor_key.expose_secret(),
-            &[token.as_bytes()],
-        ))
+    pub fn refresh_successor(&self, token: &str) -> Option<(String, TokenHash)> {
+        self.refresh_key(token)?;
+        let next = hmac(self.successor_key.expose_secret(), &[token.as_bytes()]);
+        if token.len() == LEGACY_REFRESH_TOKEN_LEN {
+            let successor = URL_SAFE_NO_PAD.encode(next);
+            let key = self.hash("refresh", &successor);
+            return Some((successor, key));
+        }
+        let mut raw = [0u8; REFRESH_RAW_LEN];
+        URL_SAFE_NO_PAD.decode_slice(token, &mut raw).ok()?;
+        let session = SessionId::from_bytes(raw[..16].try_into().ok()?);
+        Some(self.refresh_of(&session, &next))
     }
 }
+
+/// Bytes of a refresh token: the session id and 32 random bytes.
+const REFRESH_RAW_LEN: usize = 48;
+/// Characters of a refresh token (unpadded base64url of 48 bytes).
+pub const REFRESH_TOKEN_LEN: usize = 64;
+/// Characters of a refresh token of the earlier form (32 random bytes).
+pub const LEGACY_REFRESH_TOKEN_LEN: usize = 43;
 
 /// argon2id with the crate's default (OWASP-recommended) parameters.
 pub fn hash_password(secret: &SecretString) -> String {
@@ -199,9 +270,67 @@ mod tests {
         let b = TokenHasher::new([2; 32]);
         assert_ne!(a.hash("refresh", "t"), a.hash("reference", "t"));
         assert_ne!(a.hash("refresh", "t"), b.hash("refresh", "t"));
-        assert_eq!(a.successor("t"), a.successor("t"));
-        assert_ne!(a.successor("t"), a.successor("u"));
-        assert_eq!(a.successor("t").len(), 43);
+    }
+
+    #[test]
+    fn refresh_tokens_name_their_session() {
+        let a = TokenHasher::new([1; 32]);
+        let sid = SessionId::generate();
+        let (token, key) = a.new_refresh(&sid);
+        assert_eq!(token.len(), REFRESH_TOKEN_LEN);
+        assert_eq!(
+            &key[..16],
+            sid.as_bytes(),
+            "the key starts with the session id"
+        );
+        assert_eq!(a.refresh_key(&token), Some(key));
+        assert_ne!(a.new_refresh(&sid).1, key, "each token is random");
+        // Another server key, or any change to the token, gives another key.
+        assert_ne!(TokenHasher::new([2; 32]).refresh_key(&token), Some(key));
+        let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        raw[0] ^= 1;
+        let moved = URL_SAFE_NO_PAD.encode(&raw);
+        assert_ne!(a.refresh_key(&moved).unwrap()[16..], key[16..]);
+        // The successor is derived (a retry gets it again), of the same
+        // session, and different for each token.
+        let (next, next_key) = a.refresh_successor(&token).unwrap();
+        assert_eq!(a.refresh_successor(&token), Some((next.clone(), next_key)));
+        assert_eq!(a.refresh_key(&next), Some(next_key));
+        assert_eq!(&next_key[..16], sid.as_bytes());
+        assert_ne!(next, token);
+        assert_ne!(a.refresh_successor(&next).unwrap().0, next);
+    }
+
+    #[test]
+    fn refresh_tokens_of_the_earlier_form_are_still_read() {
+        let a = TokenHasher::new([1; 32]);
+        let old = random_token(32);
+        assert_eq!(a.refresh_key(&old), Some(a.hash("refresh", &old)));
+        let (next, key) = a.refresh_successor(&old).unwrap();
+        assert_eq!(
+            next.len(),
+            LEGACY_REFRESH_TOKEN_LEN,
+            "the chain keeps its form"
+        );
+        assert_eq!(a.refresh_key(&next), Some(key));
+    }
+
+    #[test]
+    fn malformed_refresh_tokens_have_no_key() {
+        let a = TokenHasher::new([1; 32]);
+        for bad in [
+            String::new(),
+            "x".repeat(42),
+            "x".repeat(44),
+            "x".repeat(63),
+            "x".repeat(65),
+            format!("{}!", "A".repeat(42)),
+            format!("{}=", "A".repeat(63)),
+            "é".repeat(32),
+        ] {
+            assert_eq!(a.refresh_key(&bad), None, "{bad:?}");
+            assert_eq!(a.refresh_successor(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,6 @@ use crate::core::ids::{ClientId, Scope, SessionId, Subject};
 use crate::core::model::{
     Actor, Client, EndReason, Ended, RefreshRecord, RefreshState, Session, SessionFilter,
 };
-use crate::core::secrets::random_token;
 
 /// What a dialect asks for when it opens a session.
 #[derive(Debug, Clone)]
@@ -125,9 +124,9 @@ impl Engine {
             ended: None,
         };
         let refresh = req.with_refresh.then(|| {
-            let token = random_token(32);
+            let (token, hash) = self.hasher.new_refresh(&session.id);
             let record = RefreshRecord {
-                hash: self.hasher.hash("refresh", &token),
+                hash,
                 session_id: session.id,
                 client_id: client.id.clone(),
                 issued_at: now,

@@ -166,13 +166,6 @@ pub struct RefreshDescription {
 }
 
 /// Refresh tokens are 43 base64url characters; anything else is not one.
-fn looks_like_refresh(token: &str) -> bool {
-    token.len() == 43
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl Engine {
     /// Runs `write` and signs the session's access token meanwhile. The
     /// token is handed out only once the write has succeeded (durably),
@@ -347,10 +340,7 @@ impl Engine {
         }
         const INVALID: EngineError =
             EngineError::InvalidGrant("refresh token is invalid, expired or revoked");
-        if !looks_like_refresh(token) {
-            return Err(INVALID);
-        }
-        let hash = self.hasher.hash("refresh", token);
+        let hash = self.hasher.refresh_key(token).ok_or(INVALID)?;
         // Two rounds at most: a lost race with a concurrent rotation of the
         // same token is decided on the state the winner left.
         for _ in 0..2 {
@@ -365,8 +355,8 @@ impl Engine {
                 .await?
                 .filter(|s| s.is_live(now))
                 .ok_or(INVALID)?;
-            let successor = self.hasher.successor(token);
-            let successor_hash = self.hasher.hash("refresh", &successor);
+            let (successor, successor_hash) =
+                self.hasher.refresh_successor(token).ok_or(INVALID)?;
             match rec.state {
                 RefreshState::Current => {
                     let access_exp = (now + self.access_ttl(client, None)).min(session.expires_at);
@@ -481,15 +471,11 @@ impl Engine {
                 .ok()
                 .map(TokenDescription::Access));
         }
-        if !looks_like_refresh(token) {
+        let Some(key) = self.hasher.refresh_key(token) else {
             return Ok(None);
-        }
+        };
         let now = self.now();
-        let Some(rec) = self
-            .store
-            .get_refresh(&self.hasher.hash("refresh", token))
-            .await?
-        else {
+        let Some(rec) = self.store.get_refresh(&key).await? else {
             return Ok(None);
         };
         if rec.state != RefreshState::Current || rec.expires_at <= now || rec.client_id != *caller {
@@ -534,12 +520,11 @@ impl Engine {
                         }
                     }
                 }
-                TokenKind::Refresh if looks_like_refresh(token) => {
-                    if let Some(rec) = self
-                        .store
-                        .get_refresh(&self.hasher.hash("refresh", token))
-                        .await?
-                    {
+                TokenKind::Refresh => {
+                    let Some(key) = self.hasher.refresh_key(token) else {
+                        continue;
+                    };
+                    if let Some(rec) = self.store.get_refresh(&key).await? {
                         return Ok(Some((rec.session_id, rec.client_id)));
                     }
                 }
