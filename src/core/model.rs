@@ -101,6 +101,15 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// An end its own client asked for in the course of its work (a
+    /// revocation, a logout, a replacement), as opposed to one for a
+    /// security reason or by an administrator. The log tells routine ends
+    /// at debug level, like the openings they pair with; the audit trail
+    /// records every end.
+    pub fn is_routine(&self) -> bool {
+        matches!(self, Self::TokenRevoked | Self::Logout | Self::Superseded)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::TokenRevoked => "token_revoked",

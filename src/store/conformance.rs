@@ -910,6 +910,31 @@ pub async fn audit_log_is_newest_first(store: SharedStore) {
     assert_eq!(newest, vec![sessions[2].id, sessions[1].id, sessions[0].id]);
     assert_eq!(log[0].ended, ended_at(T_LATEST + 2));
     assert_eq!(store.audit_log(1).await.unwrap().len(), 1);
+
+    // Three ends of one call, in the second that already has a record:
+    // each gets its own record, all newer than the earlier ones.
+    let more: Vec<Session> = (0..3).map(|_| session(&client, &subject, T0)).collect();
+    for s in &more {
+        create(&*store, s, None).await;
+    }
+    let ids: Vec<SessionId> = more.iter().map(|s| s.id).collect();
+    let at = T_LATEST + 2;
+    let ended = store
+        .end_sessions(&ids, &ended_at(at), at + 1000)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 3);
+    let log = store.audit_log(6).await.unwrap();
+    let newest: Vec<SessionId> = log.iter().map(|r| r.session_id).collect();
+    let mut last_three = newest[..3].to_vec();
+    last_three.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(last_three, expected, "one record per end: {newest:?}");
+    assert_eq!(
+        newest[3..],
+        [sessions[2].id, sessions[1].id, sessions[0].id]
+    );
 }
 
 // ---------------------------------------------------------------------------

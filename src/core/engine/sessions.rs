@@ -347,12 +347,22 @@ impl Engine {
                 .await?;
             for s in &done {
                 self.index.insert(s.id, s.access_cover_until.max(now + 1));
-                tracing::info!(
-                    session_id = %s.id,
-                    client_id = %s.client_id,
-                    reason = reason.as_str(),
-                    "session ended"
-                );
+                let (id, client, why) = (&s.id, &s.client_id, reason.as_str());
+                if reason.is_routine() {
+                    tracing::debug!(
+                        session_id = %id,
+                        client_id = %client,
+                        reason = why,
+                        "session ended"
+                    );
+                } else {
+                    tracing::info!(
+                        session_id = %id,
+                        client_id = %client,
+                        reason = why,
+                        "session ended"
+                    );
+                }
             }
             total += done.len();
         }

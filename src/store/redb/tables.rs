@@ -241,6 +241,9 @@ pub(super) struct Tables<'t> {
     grants: Option<Table<'t, GrantId, GrantRow>>,
     grants_by_expiry: Option<Table<'t, (i64, u8, TokenHash), ()>>,
     meta: Option<Table<'t, &'static str, u64>>,
+    /// The key of the last audit row this transaction wrote: ends of the
+    /// same second follow it without a scan of the table.
+    last_audit: Option<(i64, u64)>,
 }
 
 /// `Tables::NAME()`: the table, opened if it is not yet.
@@ -275,6 +278,7 @@ impl<'t> Tables<'t> {
             grants: None,
             grants_by_expiry: None,
             meta: None,
+            last_audit: None,
         })
     }
 
@@ -458,20 +462,26 @@ impl<'t> Tables<'t> {
     pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<()> {
         let at = rev.ended.at;
         // Several ends can share a second; the sequence keeps their order.
-        let seq = {
-            let mut same_second = self
-                .audit()?
-                .range((at, 0u64)..=(at, u64::MAX))
-                .ctx("scan audit")?;
-            match same_second.next_back() {
-                Some(row) => row.ctx("scan audit")?.0.value().1.saturating_add(1),
-                None => 0,
+        // Only this transaction writes the table, so after its first row of
+        // a second, the next one's sequence is known without a scan.
+        let seq = match self.last_audit {
+            Some((last_at, last_seq)) if last_at == at => last_seq.saturating_add(1),
+            _ => {
+                let mut same_second = self
+                    .audit()?
+                    .range((at, 0u64)..=(at, u64::MAX))
+                    .ctx("scan audit")?;
+                match same_second.next_back() {
+                    Some(row) => row.ctx("scan audit")?.0.value().1.saturating_add(1),
+                    None => 0,
+                }
             }
         };
         let bytes = encode("audit", rev)?;
         self.audit()?
             .insert((at, seq), bytes.as_slice())
             .ctx("write audit")?;
+        self.last_audit = Some((at, seq));
         Ok(())
     }
 }
