@@ -828,6 +828,12 @@ const SCENARIOS: &[Scenario] = &[
         min_ratio: Some(0.2),
         max_half_p99_ms: None,
     },
+    Scenario {
+        key: "revoke_random",
+        title: "5b. revocation, sessions in random order (durable)",
+        min_ratio: Some(0.2),
+        max_half_p99_ms: None,
+    },
 ];
 
 fn load(dir: &Path, name: &str) -> Option<Value> {
