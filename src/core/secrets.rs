@@ -185,22 +185,10 @@ impl TokenHasher {
     /// of neither form (it then names no record). A key does not say the
     /// token is valid: only a record stored under it does.
     pub fn refresh_key(&self, token: &str) -> Option<TokenHash> {
-        match token.len() {
-            REFRESH_TOKEN_LEN => {
-                let mut raw = [0u8; REFRESH_RAW_LEN];
-                let n = URL_SAFE_NO_PAD.decode_slice(token, &mut raw).ok()?;
-                let session: [u8; 16] = raw[..16].try_into().ok()?;
-                (n == REFRESH_RAW_LEN).then(|| self.session_refresh_key(&session, token))
-            }
-            LEGACY_REFRESH_TOKEN_LEN
-                if token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-            {
-                Some(self.hash("refresh", token))
-            }
-            _ => None,
-        }
+        Some(match refresh_form(token)? {
+            RefreshForm::OfSession(session) => self.session_refresh_key(&session, token),
+            RefreshForm::Legacy => self.hash("refresh", token),
+        })
     }
 
     /// The refresh token that succeeds `token` (of the same form) and its
@@ -209,17 +197,45 @@ impl TokenHasher {
     /// successor back (see the grace window in the engine); unguessable
     /// without the server key.
     pub fn refresh_successor(&self, token: &str) -> Option<(String, TokenHash)> {
-        self.refresh_key(token)?;
+        let form = refresh_form(token)?;
         let next = hmac(self.successor_key.expose_secret(), &[token.as_bytes()]);
-        if token.len() == LEGACY_REFRESH_TOKEN_LEN {
-            let successor = URL_SAFE_NO_PAD.encode(next);
-            let key = self.hash("refresh", &successor);
-            return Some((successor, key));
+        Some(match form {
+            RefreshForm::OfSession(session) => {
+                self.refresh_of(&SessionId::from_bytes(session), &next)
+            }
+            RefreshForm::Legacy => {
+                let successor = URL_SAFE_NO_PAD.encode(next);
+                let key = self.hash("refresh", &successor);
+                (successor, key)
+            }
+        })
+    }
+}
+
+/// The two forms of refresh token, told apart by their length.
+enum RefreshForm {
+    /// base64url(session id ‖ 32 random bytes): the session id.
+    OfSession([u8; 16]),
+    /// 32 random bytes, from builds before tokens named their session.
+    Legacy,
+}
+
+fn refresh_form(token: &str) -> Option<RefreshForm> {
+    match token.len() {
+        REFRESH_TOKEN_LEN => {
+            let mut raw = [0u8; REFRESH_RAW_LEN];
+            let n = URL_SAFE_NO_PAD.decode_slice(token, &mut raw).ok()?;
+            let session = raw[..16].try_into().ok()?;
+            (n == REFRESH_RAW_LEN).then_some(RefreshForm::OfSession(session))
         }
-        let mut raw = [0u8; REFRESH_RAW_LEN];
-        URL_SAFE_NO_PAD.decode_slice(token, &mut raw).ok()?;
-        let session = SessionId::from_bytes(raw[..16].try_into().ok()?);
-        Some(self.refresh_of(&session, &next))
+        LEGACY_REFRESH_TOKEN_LEN
+            if token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(RefreshForm::Legacy)
+        }
+        _ => None,
     }
 }
 
