@@ -18,17 +18,22 @@
 //! | `references`          | (client id, reference hash)  | session id   |
 //! | `refresh`             | token hash                   | record       |
 //! | `refresh_by_expiry`   | (expires_at, token hash)     | ()           |
-//! | `revoked`             | (cover_until, session id)    | ()           |
+//! | `revoked`             | (cover_until, session id)    | () (layouts before 4) |
+//! | `revoked_by_end`      | (at, sequence) of the end's audit row | (session id, cover_until) |
 //! | `audit`               | (at, sequence)               | JSON record  |
 //! | `grants`              | (kind code, key)             | (version, expires_at, value) |
 //! | `grants_by_expiry`    | (expires_at, kind code, key) | ()           |
 //!
-//! `live_by_expiry` holds only sessions that are not ended, and loses a row
-//! when the sweeper passes its expiry, so its length is the live count.
-//! A session has one time-ordered row: in `live_by_expiry` while it is
-//! live, then in `delete_queue` once it has ended or expired. A queue row
-//! whose time is not the record's `delete_after` is stale (the deletion
-//! moved later) and the sweep drops it without deleting the session.
+//! `live_by_expiry` holds every session that has not expired, ended or
+//! not: an end leaves the row to the expiry sweep (or the deletion), and
+//! `meta`/`ended_live` counts such rows, so the table's length less that
+//! count is the live count. A session is in `delete_queue` once it has
+//! ended or expired. A queue row whose time is not the record's
+//! `delete_after` is stale (the deletion moved later) and the sweep drops
+//! it without deleting the session.
+//! A revocation row is written under its end's audit key, so the ends of
+//! one batch append to the same leaf; the sweep drops rows past their
+//! cover in the order of the ends.
 //! `references` holds only sessions that are not ended.
 //! A grant's value is opaque bytes (the engine's JSON), so its row is a
 //! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row
@@ -614,10 +619,18 @@ impl Store for RedbStore {
 
     async fn live_session_count(&self) -> StoreResult<u64> {
         self.read("live_session_count", |rt| {
-            rt.open_table(LIVE)
+            let rows = rt
+                .open_table(LIVE)
                 .ctx("open live_by_expiry")?
                 .len()
-                .ctx("count live sessions")
+                .ctx("count live sessions")?;
+            let ended = rt
+                .open_table(META)
+                .ctx("open meta")?
+                .get(ENDED_LIVE)
+                .ctx("read ended live count")?
+                .map_or(0, |v| v.value());
+            Ok(rows.saturating_sub(ended))
         })
         .await
     }

@@ -99,16 +99,29 @@ pub(super) fn read_active_revocations(
     rt: &ReadTransaction,
     now: UnixTime,
 ) -> StoreResult<Vec<(SessionId, UnixTime)>> {
+    // Rows of earlier layouts, keyed by cover: only those still covering.
     let t = rt.open_table(REVOKED).ctx("open revoked")?;
     let rows = t
         .range::<(i64, Id)>((Bound::Excluded((now, MAX_ID)), Bound::Unbounded))
         .ctx("scan revoked")?;
-    rows.map(|row| {
-        let (k, _) = row.ctx("scan revoked")?;
-        let (until, id) = k.value();
-        Ok((SessionId::from_bytes(id), until))
-    })
-    .collect()
+    let mut out = rows
+        .map(|row| {
+            let (k, _) = row.ctx("scan revoked")?;
+            let (until, id) = k.value();
+            Ok((SessionId::from_bytes(id), until))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    // Rows in the order of their ends: the sweep leaves a few past their
+    // cover behind longer-covering ones.
+    let t = rt.open_table(REVOKED_BY_END).ctx("open revoked_by_end")?;
+    for row in t.iter().ctx("scan revoked")? {
+        let (_, v) = row.ctx("scan revoked")?;
+        let (id, until) = v.value();
+        if until > now {
+            out.push((SessionId::from_bytes(id), until));
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn read_audit_log(rt: &ReadTransaction, limit: usize) -> StoreResult<Vec<Revocation>> {

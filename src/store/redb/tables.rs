@@ -18,12 +18,19 @@ pub(super) const REFERENCES: TableDefinition<(&str, TokenHash), Id> =
 pub(super) const REFRESH: TableDefinition<TokenHash, &[u8]> = TableDefinition::new("refresh");
 pub(super) const REFRESH_BY_EXPIRY: TableDefinition<(i64, TokenHash), ()> =
     TableDefinition::new("refresh_by_expiry");
+/// Revocation rows of layouts before 4, keyed by cover: read and swept
+/// until the last of them is past its cover; no longer written.
 pub(super) const REVOKED: TableDefinition<(i64, Id), ()> = TableDefinition::new("revoked");
+/// Revocation rows under their end's audit key (ended at, sequence):
+/// the ends of a batch append to one leaf, where a key by cover time
+/// (or by session id) puts each end on a page of its own.
+pub(super) const REVOKED_BY_END: TableDefinition<(i64, u64), (Id, i64)> =
+    TableDefinition::new("revoked_by_end");
 pub(super) const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
 pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
-/// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`].
+/// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`], [`ENDED_LIVE`].
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout of the store's files (its rows and its write-ahead log), as
 /// the newest build that wrote them knew it (see [`LAYOUT_VERSION`]).
@@ -42,8 +49,17 @@ pub(super) const LAYOUT: &str = "layout";
 ///   log at the first padding, so after a crash it would drop the
 ///   acknowledged writes behind it.
 ///
-/// This build reads stores of layouts 1 and 2 as they are and marks them 3.
-pub(super) const LAYOUT_VERSION: u64 = 3;
+/// - 4: an ended session keeps its live row until it expires or is
+///   deleted, counted in [`ENDED_LIVE`]; revocation rows are written to
+///   [`REVOKED_BY_END`]. A build of layout 3 would count those sessions
+///   as live, and at its start would not load the revocations of that
+///   table: it would accept the access tokens of ended sessions again.
+///
+/// This build reads stores of layouts 1 to 3 as they are and marks them 4.
+pub(super) const LAYOUT_VERSION: u64 = 4;
+/// How many rows of `live_by_expiry` belong to ended sessions: the live
+/// count is the table's length less this.
+pub(super) const ENDED_LIVE: &str = "ended_live";
 /// The sequence number of the last op of the write-ahead log that the
 /// database holds.
 pub(super) const WAL_SEQ: &str = "wal_seq";
@@ -237,6 +253,7 @@ pub(super) struct Tables<'t> {
     refresh: Option<Table<'t, TokenHash, Bytes>>,
     refresh_by_expiry: Option<Table<'t, (i64, TokenHash), ()>>,
     revoked: Option<Table<'t, (i64, Id), ()>>,
+    revoked_by_end: Option<Table<'t, (i64, u64), (Id, i64)>>,
     audit: Option<Table<'t, (i64, u64), Bytes>>,
     grants: Option<Table<'t, GrantId, GrantRow>>,
     grants_by_expiry: Option<Table<'t, (i64, u8, TokenHash), ()>>,
@@ -274,6 +291,7 @@ impl<'t> Tables<'t> {
             refresh: None,
             refresh_by_expiry: None,
             revoked: None,
+            revoked_by_end: None,
             audit: None,
             grants: None,
             grants_by_expiry: None,
@@ -294,6 +312,7 @@ impl<'t> Tables<'t> {
         self.refresh()?;
         self.refresh_by_expiry()?;
         self.revoked()?;
+        self.revoked_by_end()?;
         self.audit()?;
         self.grants()?;
         self.grants_by_expiry()?;
@@ -312,6 +331,7 @@ impl<'t> Tables<'t> {
         refresh: REFRESH, TokenHash, Bytes, "open refresh";
         refresh_by_expiry: REFRESH_BY_EXPIRY, (i64, TokenHash), (), "open refresh_by_expiry";
         revoked: REVOKED, (i64, Id), (), "open revoked";
+        revoked_by_end: REVOKED_BY_END, (i64, u64), (Id, i64), "open revoked_by_end";
         audit: AUDIT, (i64, u64), Bytes, "open audit";
         grants: GRANTS, GrantId, GrantRow, "open grants";
         grants_by_expiry: GRANTS_BY_EXPIRY, (i64, u8, TokenHash), (), "open grants_by_expiry";
@@ -381,9 +401,8 @@ impl<'t> Tables<'t> {
 
     /// A session that has not ended gets its row in the live index; its
     /// delete-queue row comes when it ends or when the sweep finds it
-    /// expired ([`Self::queue_delete`]): one time-ordered row per session
-    /// at a time. (Files written before this kept both rows from the
-    /// start; readers and sweeps handle either.)
+    /// expired ([`Self::queue_delete`]). (Files of layout 1 kept both rows
+    /// from the start; readers and sweeps handle either.)
     pub(super) fn insert_indexes(&mut self, s: &Session) -> StoreResult<()> {
         let id = *s.id.as_bytes();
         self.by_subject()?
@@ -413,29 +432,67 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Drops the rows that only a not-ended session has.
-    pub(super) fn remove_live_indexes(&mut self, s: &Session) -> StoreResult<()> {
-        let id = *s.id.as_bytes();
-        self.live()?
-            .remove((s.expires_at, id))
-            .ctx("remove live index")?;
-        if let Some(r) = &s.reference {
-            let key = (s.client_id.as_str(), *r);
-            let held_by_this = self
-                .references()?
-                .get(key)
-                .ctx("read reference")?
-                .map(|v| v.value());
-            if held_by_this == Some(id) {
-                self.references()?.remove(key).ctx("remove reference")?;
-            }
+    /// Drops the session's reference row, if it still holds it: only
+    /// sessions that have not ended hold one.
+    pub(super) fn remove_reference(&mut self, s: &Session) -> StoreResult<()> {
+        let Some(r) = &s.reference else {
+            return Ok(());
+        };
+        let key = (s.client_id.as_str(), *r);
+        let held_by_this = self
+            .references()?
+            .get(key)
+            .ctx("read reference")?
+            .map(|v| v.value());
+        if held_by_this == Some(*s.id.as_bytes()) {
+            self.references()?.remove(key).ctx("remove reference")?;
         }
+        Ok(())
+    }
+
+    /// Whether the session still has its row in the live index (the
+    /// expiry sweep removes it once the session has expired).
+    pub(super) fn has_live_row(&mut self, s: &Session) -> StoreResult<bool> {
+        Ok(self
+            .live()?
+            .get((s.expires_at, *s.id.as_bytes()))
+            .ctx("read live index")?
+            .is_some())
+    }
+
+    /// Removes the session's live row if it has one; the row of an ended
+    /// session leaves [`ENDED_LIVE`] with it.
+    pub(super) fn remove_live_row(&mut self, s: &Session) -> StoreResult<()> {
+        let removed = self
+            .live()?
+            .remove((s.expires_at, *s.id.as_bytes()))
+            .ctx("remove live index")?
+            .is_some();
+        if removed && s.ended.is_some() {
+            self.count_ended_live(-1)?;
+        }
+        Ok(())
+    }
+
+    /// Moves [`ENDED_LIVE`] by `delta`. (A record found corrupt by a sweep
+    /// cannot say whether it had ended, so its row is never uncounted: the
+    /// live count then reads one low; it never goes below zero.)
+    pub(super) fn count_ended_live(&mut self, delta: i64) -> StoreResult<()> {
+        let meta = self.meta()?;
+        let now = meta
+            .get(ENDED_LIVE)
+            .ctx("read ended live count")?
+            .map_or(0, |v| v.value());
+        let next = now.saturating_add_signed(delta);
+        meta.insert(ENDED_LIVE, next)
+            .ctx("write ended live count")?;
         Ok(())
     }
 
     pub(super) fn remove_indexes(&mut self, s: &Session) -> StoreResult<()> {
         let id = *s.id.as_bytes();
-        self.remove_live_indexes(s)?;
+        self.remove_live_row(s)?;
+        self.remove_reference(s)?;
         self.by_subject()?
             .remove((s.subject.as_str(), id))
             .ctx("remove subject index")?;
@@ -459,7 +516,8 @@ impl<'t> Tables<'t> {
         self.queue_delete(at, *s.id.as_bytes())
     }
 
-    pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<()> {
+    /// Returns the row's key.
+    pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<(i64, u64)> {
         let at = rev.ended.at;
         // Several ends can share a second; the sequence keeps their order.
         // Only this transaction writes the table, so after its first row of
@@ -482,6 +540,6 @@ impl<'t> Tables<'t> {
             .insert((at, seq), bytes.as_slice())
             .ctx("write audit")?;
         self.last_audit = Some((at, seq));
-        Ok(())
+        Ok((at, seq))
     }
 }

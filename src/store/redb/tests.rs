@@ -531,6 +531,7 @@ fn row_counts(store: &RedbStore) -> Vec<u64> {
         t.refresh().unwrap().len().unwrap(),
         t.refresh_by_expiry().unwrap().len().unwrap(),
         t.revoked().unwrap().len().unwrap(),
+        t.revoked_by_end().unwrap().len().unwrap(),
         t.audit().unwrap().len().unwrap(),
         t.grants().unwrap().len().unwrap(),
         t.grants_by_expiry().unwrap().len().unwrap(),
@@ -575,9 +576,18 @@ async fn sweeping_everything_leaves_no_index_rows() {
         by: Actor::Admin,
     };
     store.end_sessions(&ids[..10], &end, 3000).await.unwrap();
+    // A revocation row of an earlier layout, which the sweep drains too.
+    {
+        let txn = store.inner.db.begin_write().unwrap();
+        txn.open_table(REVOKED)
+            .unwrap()
+            .insert((1300, *ids[0].as_bytes()), ())
+            .unwrap();
+        txn.commit().unwrap();
+    }
     assert!(row_counts(&store).iter().all(|&n| n > 0));
     while store.sweep(1_000_000, 1_000_000, 7).await.unwrap().total() > 0 {}
-    assert_eq!(row_counts(&store), vec![0; 12]);
+    assert_eq!(row_counts(&store), vec![0; 13]);
 }
 
 /// The time-ordered rows of a session: (live index, delete queue).
@@ -595,7 +605,7 @@ fn time_rows(store: &RedbStore, id: &SessionId) -> (Vec<i64>, Vec<i64>) {
 }
 
 #[tokio::test]
-async fn a_live_session_has_one_time_ordered_row_until_it_expires_or_ends() {
+async fn a_session_keeps_its_live_row_until_it_expires_and_is_queued_once_it_ends() {
     let (_dir, store, owner) = store_with_owner().await;
     let expiring = session(&owner.id, 1000);
     let ending = session(&owner.id, 1000);
@@ -609,18 +619,100 @@ async fn a_live_session_has_one_time_ordered_row_until_it_expires_or_ends() {
         by: Actor::Admin,
     };
     store.end_sessions(&[ending.id], &end, 5000).await.unwrap();
-    assert_eq!(time_rows(&store, &ending.id), (vec![], vec![5000]));
-    // Expiry: the live row gives way to the record's own delete_after.
+    // The end leaves the live row to the expiry sweep, counted as ended.
+    assert_eq!(time_rows(&store, &ending.id), (vec![4600], vec![5000]));
+    assert_eq!(store.live_session_count().await.unwrap(), 1);
+    assert_eq!(ended_live(&store), 1);
+    // Expiry: the live row gives way to the record's own delete_after;
+    // the ended session's row just goes.
     let stats = store.sweep(4600, 0, 100).await.unwrap();
     assert_eq!((stats.expired, stats.sessions), (1, 0));
     assert_eq!(time_rows(&store, &expiring.id), (vec![], vec![8200]));
+    assert_eq!(time_rows(&store, &ending.id), (vec![], vec![5000]));
     assert_eq!(store.live_session_count().await.unwrap(), 0);
+    assert_eq!(ended_live(&store), 0);
     assert_eq!(store.sweep(5000, 0, 100).await.unwrap().sessions, 1);
     assert!(store.get_session(&ending.id).await.unwrap().is_none());
     assert!(store.get_session(&expiring.id).await.unwrap().is_some());
     assert_eq!(store.sweep(8200, 0, 100).await.unwrap().sessions, 1);
     assert!(store.get_session(&expiring.id).await.unwrap().is_none());
     assert_eq!(row_counts(&store)[..6], [0; 6]);
+}
+
+fn ended_live(store: &RedbStore) -> u64 {
+    let rt = store.inner.db.begin_read().unwrap();
+    let meta = rt.open_table(META).unwrap();
+    let n = meta.get(ENDED_LIVE).unwrap().map_or(0, |v| v.value());
+    n
+}
+
+/// A session deleted before it expires takes its live row with it, and
+/// the row stops counting as ended; a session ended after the sweep took
+/// its live row was never counted.
+#[tokio::test]
+async fn the_ended_live_count_follows_each_way_a_live_row_goes() {
+    let (dir, store, owner) = store_with_owner().await;
+    let short = session(&owner.id, 1000); // expires at 4600
+    let lapsed = session(&owner.id, 1000);
+    let live = session(&owner.id, 2000); // expires at 5600
+    for s in [&short, &lapsed, &live] {
+        store.create_session(s, None).await.unwrap();
+    }
+    let end = |at| Ended {
+        at,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    };
+    // Kept only until 2000, long before its expiry.
+    store
+        .end_sessions(&[short.id], &end(1100), 2000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            store.live_session_count().await.unwrap(),
+            ended_live(&store)
+        ),
+        (2, 1)
+    );
+    assert_eq!(store.sweep(2000, 0, 100).await.unwrap().sessions, 1);
+    assert_eq!(time_rows(&store, &short.id), (vec![], vec![]));
+    assert_eq!(
+        (
+            store.live_session_count().await.unwrap(),
+            ended_live(&store)
+        ),
+        (2, 0)
+    );
+    // Expired, swept, then ended: no live row to count.
+    assert_eq!(store.sweep(4600, 0, 100).await.unwrap().expired, 1);
+    store
+        .end_sessions(&[lapsed.id], &end(4700), 9000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            store.live_session_count().await.unwrap(),
+            ended_live(&store)
+        ),
+        (1, 0)
+    );
+    // A restart reads the same count.
+    let path = dir.path().join("t.redb");
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.live_session_count().await.unwrap(), 1);
+    store
+        .end_sessions(&[live.id], &end(4800), 9000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            store.live_session_count().await.unwrap(),
+            ended_live(&store)
+        ),
+        (0, 1)
+    );
 }
 
 /// Files written before one row per session gave a live session its
@@ -646,7 +738,7 @@ async fn delete_queue_rows_of_older_files_are_swept_by_the_records_own_time() {
         by: Actor::Admin,
     };
     store.end_sessions(&[old.id], &end, 9000).await.unwrap();
-    assert_eq!(time_rows(&store, &old.id), (vec![], vec![8200, 9000]));
+    assert_eq!(time_rows(&store, &old.id), (vec![4600], vec![8200, 9000]));
     let stats = store.sweep(8200, 0, 100).await.unwrap();
     assert_eq!(stats.sessions, 0, "the stale row goes, the session stays");
     assert_eq!(time_rows(&store, &old.id), (vec![], vec![9000]));
@@ -984,4 +1076,89 @@ async fn an_op_too_large_for_the_log_is_refused_and_nothing_else_is_hurt() {
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.get_client(&huge.id).await.unwrap(), None);
     assert_eq!(store.get_client(&fine.id).await.unwrap(), Some(fine));
+}
+
+/// Revocation rows are kept in the order of the ends. A row whose cover
+/// runs longer keeps the rows behind it past their own cover (never the
+/// other way round), and the revocations read at a start leave those out.
+/// Rows of the earlier layout, keyed by cover, are read and swept too.
+#[tokio::test]
+async fn revocation_rows_are_swept_in_the_order_of_the_ends() {
+    let (_dir, store, owner) = store_with_owner().await;
+    let long = Session {
+        access_cover_until: 5000,
+        ..session(&owner.id, 1000)
+    };
+    let short = Session {
+        access_cover_until: 1500,
+        ..session(&owner.id, 1000)
+    };
+    let older = session(&owner.id, 1000);
+    for s in [&long, &short] {
+        store.create_session(s, None).await.unwrap();
+    }
+    let end = |at| Ended {
+        at,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    };
+    store
+        .end_sessions(&[long.id], &end(1100), 9000)
+        .await
+        .unwrap();
+    store
+        .end_sessions(&[short.id], &end(1200), 9000)
+        .await
+        .unwrap();
+    {
+        let txn = store.inner.db.begin_write().unwrap();
+        txn.open_table(REVOKED)
+            .unwrap()
+            .insert((1800, *older.id.as_bytes()), ())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let active = |now| {
+        let store = &store;
+        async move {
+            let mut rows = store.active_revocations(now).await.unwrap();
+            rows.sort();
+            rows
+        }
+    };
+    let mut all = vec![(long.id, 5000), (short.id, 1500), (older.id, 1800)];
+    all.sort();
+    assert_eq!(active(1400).await, all);
+    assert_eq!(active(1600).await, {
+        let mut v = vec![(long.id, 5000), (older.id, 1800)];
+        v.sort();
+        v
+    });
+
+    // A batch of one: the earlier layout's row goes; of the rows by end,
+    // only the long-covering one is reached, and it stays.
+    assert_eq!(store.sweep(2000, 0, 1).await.unwrap().revocations, 1);
+    assert_eq!(
+        revoked_rows(&store),
+        (0, 2),
+        "the earlier layout's row went"
+    );
+    assert_eq!(active(2000).await, vec![(long.id, 5000)]);
+    assert_eq!(store.sweep(2000, 0, 1).await.unwrap().revocations, 0);
+    assert_eq!(revoked_rows(&store), (0, 2));
+    // A larger batch reaches the short row behind it.
+    let stats = store.sweep(2000, 0, 10).await.unwrap();
+    assert_eq!((stats.revocations, stats.more), (1, false));
+    assert_eq!(revoked_rows(&store), (0, 1));
+    assert_eq!(store.sweep(5000, 0, 10).await.unwrap().revocations, 1);
+    assert_eq!(revoked_rows(&store), (0, 0));
+    assert!(active(0).await.is_empty());
+}
+
+/// Rows in (`revoked`, `revoked_by_end`).
+fn revoked_rows(store: &RedbStore) -> (u64, u64) {
+    let rt = store.inner.db.begin_read().unwrap();
+    let old = rt.open_table(REVOKED).unwrap().len().unwrap();
+    let new = rt.open_table(REVOKED_BY_END).unwrap().len().unwrap();
+    (old, new)
 }

@@ -157,21 +157,27 @@ pub(super) fn end_one(
     if s.ended.is_some() {
         return Ok(None);
     }
-    t.remove_live_indexes(&s)?;
+    // The live row stays until the session expires or is deleted (a
+    // removal here would rewrite a page of the live index per end, in
+    // random order a page of its own); it is counted as ended instead.
+    t.remove_reference(&s)?;
+    if t.has_live_row(&s)? {
+        t.count_ended_live(1)?;
+    }
     s.ended = Some(ended.clone());
     let keep_until = delete_after.max(s.access_cover_until);
     t.set_delete_after(&mut s, keep_until)?;
-    if s.access_cover_until > ended.at {
-        t.revoked()?
-            .insert((s.access_cover_until, *id.as_bytes()), ())
-            .ctx("write revoked row")?;
-    }
-    t.append_audit(&Revocation {
+    let audit_key = t.append_audit(&Revocation {
         session_id: s.id,
         client_id: s.client_id.clone(),
         subject: s.subject.clone(),
         ended: ended.clone(),
     })?;
+    if s.access_cover_until > ended.at {
+        t.revoked_by_end()?
+            .insert(audit_key, (*id.as_bytes(), s.access_cover_until))
+            .ctx("write revoked row")?;
+    }
     t.put_session(&s)?;
     Ok(Some(EndedSession {
         id: s.id,
@@ -304,23 +310,36 @@ pub(super) fn sweep_sessions(
 }
 
 /// Expired sessions stay (until `delete_after`) but stop counting as
-/// live: the live row gives way to a delete-queue row. A corrupt record
-/// is queued at its expiry, so the session sweep deletes it.
-pub(super) fn sweep_live(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
+/// live: the live row gives way to a delete-queue row. The row of an
+/// ended session just goes (the session was queued when it ended). A
+/// corrupt record is queued at its expiry, so the session sweep deletes
+/// it. Returns the sessions that expired and the rows gone through.
+pub(super) fn sweep_live(
+    t: &mut Tables,
+    now: UnixTime,
+    batch: usize,
+) -> StoreResult<(usize, usize)> {
     let keys = due_keys(&*t.live()?, (now, MAX_ID), batch)?;
+    let mut expired = 0;
     for &(expires_at, id) in &keys {
         t.live()?
             .remove((expires_at, id))
             .ctx("remove live index")?;
         match load_session(&*t.sessions()?, &id) {
-            Ok(Some(s)) if s.ended.is_none() => t.queue_delete(s.delete_after, id)?,
-            // Ended sessions were queued when they ended.
-            Ok(_) => {}
-            Err(StoreError::Corrupt { .. }) => t.queue_delete(expires_at, id)?,
+            Ok(Some(s)) if s.ended.is_none() => {
+                t.queue_delete(s.delete_after, id)?;
+                expired += 1;
+            }
+            Ok(Some(_)) => t.count_ended_live(-1)?,
+            Ok(None) => {}
+            Err(StoreError::Corrupt { .. }) => {
+                t.queue_delete(expires_at, id)?;
+                expired += 1;
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(keys.len())
+    Ok((expired, keys.len()))
 }
 
 pub(super) fn sweep_refresh(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
@@ -334,12 +353,31 @@ pub(super) fn sweep_refresh(t: &mut Tables, now: UnixTime, batch: usize) -> Stor
     Ok(keys.len())
 }
 
+/// Revocation rows past their cover. Rows of [`REVOKED_BY_END`] are in
+/// the order of their ends: of the first `batch`, those past their cover
+/// go, and a row whose cover runs longer keeps the rows behind it a
+/// little longer (never shorter). Returns the rows deleted.
 pub(super) fn sweep_revoked(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
     let keys = due_keys(&*t.revoked()?, (now, MAX_ID), batch)?;
     for key in &keys {
         t.revoked()?.remove(*key).ctx("remove revoked row")?;
     }
-    Ok(keys.len())
+    let due: Vec<(i64, u64)> = {
+        let rows = t.revoked_by_end()?.iter().ctx("scan revoked")?;
+        let mut due = Vec::new();
+        for row in rows.take(batch) {
+            let (key, value) = row.ctx("scan revoked")?;
+            let (_, cover_until) = value.value();
+            if cover_until <= now {
+                due.push(key.value());
+            }
+        }
+        due
+    };
+    for key in &due {
+        t.revoked_by_end()?.remove(*key).ctx("remove revoked row")?;
+    }
+    Ok(keys.len() + due.len())
 }
 
 pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> StoreResult<usize> {
@@ -394,14 +432,14 @@ pub(super) fn sweep(
 ) -> StoreResult<SweepStats> {
     // Expiry first: a session it queues for a time already past is
     // deleted in the same pass.
-    let expired = sweep_live(t, now, batch)?;
+    let (expired, live_rows) = sweep_live(t, now, batch)?;
     let (sessions, queue_rows) = sweep_sessions(t, now, batch)?;
     let refresh_tokens = sweep_refresh(t, now, batch)?;
     let revocations = sweep_revoked(t, now, batch)?;
     let audit = sweep_audit(t, audit_before, batch)?;
     let (grants, grant_rows) = sweep_grants(t, now, batch)?;
     let gone_through = [
-        expired,
+        live_rows,
         queue_rows,
         refresh_tokens,
         revocations,
