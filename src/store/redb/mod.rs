@@ -14,7 +14,8 @@
 //! | `sessions_by_subject` | (subject, session id)        | ()           |
 //! | `sessions_by_client`  | (client id, session id)      | ()           |
 //! | `live_by_expiry`      | (expires_at, session id)     | ()           |
-//! | `delete_queue`        | (delete_after, session id)   | ()           |
+//! | `deletions`           | (delete_after, sequence)     | session id   |
+//! | `delete_queue`        | (delete_after, session id)   | () (layouts before 4) |
 //! | `references`          | (client id, reference hash)  | session id   |
 //! | `refresh`             | token hash                   | record       |
 //! | `refresh_by_expiry`   | (expires_at, token hash)     | ()           |
@@ -27,13 +28,17 @@
 //! `live_by_expiry` holds every session that has not expired, ended or
 //! not: an end leaves the row to the expiry sweep (or the deletion), and
 //! `meta`/`ended_live` counts such rows, so the table's length less that
-//! count is the live count. A session is in `delete_queue` once it has
-//! ended or expired. A queue row whose time is not the record's
+//! count is the live count. A session is queued in `deletions` once it
+//! has ended or expired. A queue row whose time is not the record's
 //! `delete_after` is stale (the deletion moved later) and the sweep drops
 //! it without deleting the session.
-//! A revocation row is written under its end's audit key, so the ends of
-//! one batch append to the same leaf; the sweep drops rows past their
-//! cover in the order of the ends.
+//! Rows written on every end are keyed by time and a sequence within the
+//! second, so the ends of one batch append to the same leaf of each table
+//! (a key with the session id would put each end, in random order, on a
+//! page of its own): the deletion row under its `delete_after`, the
+//! revocation row under its end's audit key (the sweep drops those past
+//! their cover in the order of the ends). Tables of earlier layouts are
+//! read and swept until they are empty.
 //! `references` holds only sessions that are not ended.
 //! A grant's value is opaque bytes (the engine's JSON), so its row is a
 //! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row

@@ -11,8 +11,13 @@ pub(super) const BY_SUBJECT: TableDefinition<(&str, Id), ()> =
 pub(super) const BY_CLIENT: TableDefinition<(&str, Id), ()> =
     TableDefinition::new("sessions_by_client");
 pub(super) const LIVE: TableDefinition<(i64, Id), ()> = TableDefinition::new("live_by_expiry");
+/// Deletion rows of layouts before 4, keyed by (delete_after, session
+/// id): read and swept until empty; no longer written.
 pub(super) const DELETE_QUEUE: TableDefinition<(i64, Id), ()> =
     TableDefinition::new("delete_queue");
+/// Deletion rows under (delete_after, sequence within that second): the
+/// ends of a batch, which share their `delete_after`, append to one leaf.
+pub(super) const DELETIONS: TableDefinition<(i64, u64), Id> = TableDefinition::new("deletions");
 pub(super) const REFERENCES: TableDefinition<(&str, TokenHash), Id> =
     TableDefinition::new("references");
 pub(super) const REFRESH: TableDefinition<TokenHash, &[u8]> = TableDefinition::new("refresh");
@@ -51,9 +56,10 @@ pub(super) const LAYOUT: &str = "layout";
 ///
 /// - 4: an ended session keeps its live row until it expires or is
 ///   deleted, counted in [`ENDED_LIVE`]; revocation rows are written to
-///   [`REVOKED_BY_END`]. A build of layout 3 would count those sessions
-///   as live, and at its start would not load the revocations of that
-///   table: it would accept the access tokens of ended sessions again.
+///   [`REVOKED_BY_END`], deletion rows to [`DELETIONS`]. A build of
+///   layout 3 would count those sessions as live, would never delete
+///   them, and at its start would not load the revocations of that table:
+///   it would accept the access tokens of ended sessions again.
 ///
 /// This build reads stores of layouts 1 to 3 as they are and marks them 4.
 pub(super) const LAYOUT_VERSION: u64 = 4;
@@ -249,6 +255,7 @@ pub(super) struct Tables<'t> {
     by_client: Option<Table<'t, Keyed<Id>, ()>>,
     live: Option<Table<'t, (i64, Id), ()>>,
     delete_queue: Option<Table<'t, (i64, Id), ()>>,
+    deletions: Option<Table<'t, (i64, u64), Id>>,
     references: Option<Table<'t, Keyed<TokenHash>, Id>>,
     refresh: Option<Table<'t, TokenHash, Bytes>>,
     refresh_by_expiry: Option<Table<'t, (i64, TokenHash), ()>>,
@@ -261,6 +268,8 @@ pub(super) struct Tables<'t> {
     /// The key of the last audit row this transaction wrote: ends of the
     /// same second follow it without a scan of the table.
     last_audit: Option<(i64, u64)>,
+    /// The same for [`DELETIONS`].
+    last_deletion: Option<(i64, u64)>,
 }
 
 /// `Tables::NAME()`: the table, opened if it is not yet.
@@ -287,6 +296,7 @@ impl<'t> Tables<'t> {
             by_client: None,
             live: None,
             delete_queue: None,
+            deletions: None,
             references: None,
             refresh: None,
             refresh_by_expiry: None,
@@ -297,6 +307,7 @@ impl<'t> Tables<'t> {
             grants_by_expiry: None,
             meta: None,
             last_audit: None,
+            last_deletion: None,
         })
     }
 
@@ -308,6 +319,7 @@ impl<'t> Tables<'t> {
         self.by_client()?;
         self.live()?;
         self.delete_queue()?;
+        self.deletions()?;
         self.references()?;
         self.refresh()?;
         self.refresh_by_expiry()?;
@@ -327,6 +339,7 @@ impl<'t> Tables<'t> {
         by_client: BY_CLIENT, Keyed<Id>, (), "open sessions_by_client";
         live: LIVE, (i64, Id), (), "open live_by_expiry";
         delete_queue: DELETE_QUEUE, (i64, Id), (), "open delete_queue";
+        deletions: DELETIONS, (i64, u64), Id, "open deletions";
         references: REFERENCES, Keyed<TokenHash>, Id, "open references";
         refresh: REFRESH, TokenHash, Bytes, "open refresh";
         refresh_by_expiry: REFRESH_BY_EXPIRY, (i64, TokenHash), (), "open refresh_by_expiry";
@@ -426,9 +439,12 @@ impl<'t> Tables<'t> {
     }
 
     pub(super) fn queue_delete(&mut self, at: UnixTime, id: Id) -> StoreResult<()> {
-        self.delete_queue()?
-            .insert((at, id), ())
+        let last = self.last_deletion;
+        let seq = next_in_second(&*self.deletions()?, at, last)?;
+        self.deletions()?
+            .insert((at, seq), id)
             .ctx("write delete queue")?;
+        self.last_deletion = Some((at, seq));
         Ok(())
     }
 
@@ -500,10 +516,8 @@ impl<'t> Tables<'t> {
             .remove((s.client_id.as_str(), id))
             .ctx("remove client index")?;
         // The revoked row is left to its own sweep: it is due by now anyway
-        // (retention never ends before the cover).
-        self.delete_queue()?
-            .remove((s.delete_after, id))
-            .ctx("remove delete queue row")?;
+        // (retention never ends before the cover). The deletion row is the
+        // sweep's to remove: it is the row being gone through.
         Ok(())
     }
 
@@ -519,22 +533,8 @@ impl<'t> Tables<'t> {
     /// Returns the row's key.
     pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<(i64, u64)> {
         let at = rev.ended.at;
-        // Several ends can share a second; the sequence keeps their order.
-        // Only this transaction writes the table, so after its first row of
-        // a second, the next one's sequence is known without a scan.
-        let seq = match self.last_audit {
-            Some((last_at, last_seq)) if last_at == at => last_seq.saturating_add(1),
-            _ => {
-                let mut same_second = self
-                    .audit()?
-                    .range((at, 0u64)..=(at, u64::MAX))
-                    .ctx("scan audit")?;
-                match same_second.next_back() {
-                    Some(row) => row.ctx("scan audit")?.0.value().1.saturating_add(1),
-                    None => 0,
-                }
-            }
-        };
+        let last = self.last_audit;
+        let seq = next_in_second(&*self.audit()?, at, last)?;
         let bytes = encode("audit", rev)?;
         self.audit()?
             .insert((at, seq), bytes.as_slice())
@@ -542,4 +542,27 @@ impl<'t> Tables<'t> {
         self.last_audit = Some((at, seq));
         Ok((at, seq))
     }
+}
+
+/// The sequence number of a new row at `at` in a table keyed by (time,
+/// sequence): rows of the same second keep their order. Only the writer's
+/// transaction writes such a table, so after its first row of a second
+/// (`last`), the next one's number is known without a scan.
+fn next_in_second<V: redb::Value + 'static>(
+    t: &impl ReadableTable<(i64, u64), V>,
+    at: i64,
+    last: Option<(i64, u64)>,
+) -> StoreResult<u64> {
+    if let Some((last_at, last_seq)) = last {
+        if last_at == at {
+            return Ok(last_seq.saturating_add(1));
+        }
+    }
+    let mut same_second = t
+        .range((at, 0u64)..=(at, u64::MAX))
+        .ctx("scan time index")?;
+    Ok(match same_second.next_back() {
+        Some(row) => row.ctx("scan time index")?.0.value().1.saturating_add(1),
+        None => 0,
+    })
 }

@@ -263,22 +263,17 @@ pub(super) fn swap_grant(
     Ok(true)
 }
 
-/// Deletes one session whose retention has passed. A corrupt record is
+/// Deletes the session a deletion row (`at`, `id`) names, if its
+/// retention has passed; the caller removes the row. A corrupt record is
 /// deleted too (its time is up), leaving index rows that readers skip,
 /// rather than blocking every later sweep. A row whose time is not the
 /// record's `delete_after` is stale: the session's deletion moved after
 /// the row was written (an expired session, queued by [`sweep_live`],
-/// that was ended later; or a live session of an older file, which was
+/// that was ended later; or a live session of a layout-1 file, which was
 /// queued at its creation). Only the row goes.
-pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool> {
-    let id = key.1;
+pub(super) fn delete_session(t: &mut Tables, at: UnixTime, id: Id) -> StoreResult<bool> {
     match load_session(&*t.sessions()?, &id) {
-        Ok(Some(s)) if s.delete_after != key.0 => {
-            t.delete_queue()?
-                .remove(key)
-                .ctx("remove delete queue row")?;
-            return Ok(false);
-        }
+        Ok(Some(s)) if s.delete_after != at => return Ok(false),
         Ok(Some(s)) => t.remove_indexes(&s)?,
         Ok(None) => {}
         Err(StoreError::Corrupt { .. }) => {
@@ -286,27 +281,42 @@ pub(super) fn delete_session(t: &mut Tables, key: (i64, Id)) -> StoreResult<bool
         }
         Err(e) => return Err(e),
     }
-    t.delete_queue()?
-        .remove(key)
-        .ctx("remove delete queue row")?;
     Ok(t.sessions()?.remove(&id).ctx("remove session")?.is_some())
 }
 
-/// Returns the sessions deleted and the queue rows gone through (a stale
-/// row is gone through without deleting a session).
+/// Returns the sessions deleted and the deletion rows gone through (a
+/// stale row is gone through without deleting a session): rows of the
+/// earlier layout first, at most `batch` rows in all.
 pub(super) fn sweep_sessions(
     t: &mut Tables,
     now: UnixTime,
     batch: usize,
 ) -> StoreResult<(usize, usize)> {
-    let keys = due_keys(&*t.delete_queue()?, (now, MAX_ID), batch)?;
     let mut deleted = 0;
-    for &key in &keys {
-        if delete_session(t, key)? {
-            deleted += 1;
-        }
+    let legacy = due_keys(&*t.delete_queue()?, (now, MAX_ID), batch)?;
+    for &(at, id) in &legacy {
+        deleted += usize::from(delete_session(t, at, id)?);
+        t.delete_queue()?
+            .remove((at, id))
+            .ctx("remove delete queue row")?;
     }
-    Ok((deleted, keys.len()))
+    let rows: Vec<((i64, u64), Id)> = {
+        let rows = t
+            .deletions()?
+            .range(..=(now, u64::MAX))
+            .ctx("scan delete queue")?;
+        rows.take(batch - legacy.len())
+            .map(|row| {
+                row.map(|(k, v)| (k.value(), v.value()))
+                    .ctx("scan delete queue")
+            })
+            .collect::<StoreResult<_>>()?
+    };
+    for &(key, id) in &rows {
+        deleted += usize::from(delete_session(t, key.0, id)?);
+        t.deletions()?.remove(key).ctx("remove delete queue row")?;
+    }
+    Ok((deleted, legacy.len() + rows.len()))
 }
 
 /// Expired sessions stay (until `delete_after`) but stop counting as
