@@ -20,7 +20,7 @@
 //! | `refresh`             | token hash                   | record       |
 //! | `refresh_by_expiry`   | (expires_at, token hash)     | ()           |
 //! | `revoked`             | (cover_until, session id)    | () (layouts before 4) |
-//! | `revoked_by_end`      | (at, sequence) of the end's audit row | (session id, cover_until) |
+//! | `revoked_by_end`      | (ended at, sequence)         | (session id, cover_until) |
 //! | `audit`               | (at, sequence)               | JSON record  |
 //! | `grants`              | (kind code, key)             | (version, expires_at, value) |
 //! | `grants_by_expiry`    | (expires_at, kind code, key) | ()           |
@@ -36,8 +36,8 @@
 //! second, so the ends of one batch append to the same leaf of each table
 //! (a key with the session id would put each end, in random order, on a
 //! page of its own): the deletion row under its `delete_after`, the
-//! revocation row under its end's audit key (the sweep drops those past
-//! their cover in the order of the ends). Tables of earlier layouts are
+//! revocation row under the end's time (the sweep drops those past their
+//! cover in the order of the ends), the audit row likewise. Tables of earlier layouts are
 //! read and swept until they are empty.
 //! `references` holds only sessions that are not ended.
 //! A grant's value is opaque bytes (the engine's JSON), so its row is a

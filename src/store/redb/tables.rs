@@ -26,9 +26,9 @@ pub(super) const REFRESH_BY_EXPIRY: TableDefinition<(i64, TokenHash), ()> =
 /// Revocation rows of layouts before 4, keyed by cover: read and swept
 /// until the last of them is past its cover; no longer written.
 pub(super) const REVOKED: TableDefinition<(i64, Id), ()> = TableDefinition::new("revoked");
-/// Revocation rows under their end's audit key (ended at, sequence):
-/// the ends of a batch append to one leaf, where a key by cover time
-/// (or by session id) puts each end on a page of its own.
+/// Revocation rows under (ended at, sequence within that second): the
+/// ends of a batch append to one leaf, where a key by cover time (or by
+/// session id) puts each end on a page of its own.
 pub(super) const REVOKED_BY_END: TableDefinition<(i64, u64), (Id, i64)> =
     TableDefinition::new("revoked_by_end");
 pub(super) const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
@@ -268,8 +268,9 @@ pub(super) struct Tables<'t> {
     /// The key of the last audit row this transaction wrote: ends of the
     /// same second follow it without a scan of the table.
     last_audit: Option<(i64, u64)>,
-    /// The same for [`DELETIONS`].
+    /// The same for [`DELETIONS`] and [`REVOKED_BY_END`].
     last_deletion: Option<(i64, u64)>,
+    last_revoked: Option<(i64, u64)>,
 }
 
 /// `Tables::NAME()`: the table, opened if it is not yet.
@@ -308,6 +309,7 @@ impl<'t> Tables<'t> {
             meta: None,
             last_audit: None,
             last_deletion: None,
+            last_revoked: None,
         })
     }
 
@@ -530,8 +532,24 @@ impl<'t> Tables<'t> {
         self.queue_delete(at, *s.id.as_bytes())
     }
 
-    /// Returns the row's key.
-    pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<(i64, u64)> {
+    /// Remembers an ended session until `cover_until`, when its last
+    /// access token expires.
+    pub(super) fn append_revoked(
+        &mut self,
+        ended_at: UnixTime,
+        id: Id,
+        cover_until: UnixTime,
+    ) -> StoreResult<()> {
+        let last = self.last_revoked;
+        let seq = next_in_second(&*self.revoked_by_end()?, ended_at, last)?;
+        self.revoked_by_end()?
+            .insert((ended_at, seq), (id, cover_until))
+            .ctx("write revoked row")?;
+        self.last_revoked = Some((ended_at, seq));
+        Ok(())
+    }
+
+    pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<()> {
         let at = rev.ended.at;
         let last = self.last_audit;
         let seq = next_in_second(&*self.audit()?, at, last)?;
@@ -540,7 +558,7 @@ impl<'t> Tables<'t> {
             .insert((at, seq), bytes.as_slice())
             .ctx("write audit")?;
         self.last_audit = Some((at, seq));
-        Ok((at, seq))
+        Ok(())
     }
 }
 

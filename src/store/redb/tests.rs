@@ -1172,3 +1172,34 @@ fn revoked_rows(store: &RedbStore) -> (u64, u64) {
     let new = rt.open_table(REVOKED_BY_END).unwrap().len().unwrap();
     (old, new)
 }
+
+/// Rows keyed by (time, sequence) never overwrite one another: ends of the
+/// same second in separate transactions, and several in one, each keep
+/// their deletion row and their revocation row.
+#[tokio::test]
+async fn ends_of_one_second_keep_a_row_each() {
+    let (_dir, store, owner) = store_with_owner().await;
+    let made: Vec<Session> = (0..5).map(|_| session(&owner.id, 1000)).collect();
+    for s in &made {
+        store.create_session(s, None).await.unwrap();
+    }
+    let end = Ended {
+        at: 1100,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    };
+    let ids: Vec<SessionId> = made.iter().map(|s| s.id).collect();
+    store.end_sessions(&ids[..1], &end, 9000).await.unwrap();
+    store.end_sessions(&ids[1..2], &end, 9000).await.unwrap();
+    store.end_sessions(&ids[2..], &end, 9000).await.unwrap();
+    assert_eq!(revoked_rows(&store), (0, 5));
+    let mut active = store.active_revocations(1100).await.unwrap();
+    active.sort();
+    let mut expected: Vec<_> = ids.iter().map(|id| (*id, 1300)).collect();
+    expected.sort();
+    assert_eq!(active, expected);
+    for id in &ids {
+        assert_eq!(time_rows(&store, id), (vec![4600], vec![9000]));
+    }
+    assert_eq!(store.sweep(9000, 0, 100).await.unwrap().sessions, 5);
+}

@@ -167,17 +167,15 @@ pub(super) fn end_one(
     s.ended = Some(ended.clone());
     let keep_until = delete_after.max(s.access_cover_until);
     t.set_delete_after(&mut s, keep_until)?;
-    let audit_key = t.append_audit(&Revocation {
+    if s.access_cover_until > ended.at {
+        t.append_revoked(ended.at, *id.as_bytes(), s.access_cover_until)?;
+    }
+    t.append_audit(&Revocation {
         session_id: s.id,
         client_id: s.client_id.clone(),
         subject: s.subject.clone(),
         ended: ended.clone(),
     })?;
-    if s.access_cover_until > ended.at {
-        t.revoked_by_end()?
-            .insert(audit_key, (*id.as_bytes(), s.access_cover_until))
-            .ctx("write revoked row")?;
-    }
     t.put_session(&s)?;
     Ok(Some(EndedSession {
         id: s.id,
