@@ -623,11 +623,7 @@ async fn a_session_keeps_its_live_row_until_it_expires_and_is_queued_once_it_end
         store.create_session(s, None).await.unwrap();
         assert_eq!(time_rows(&store, &s.id), (vec![4600], vec![]));
     }
-    let end = Ended {
-        at: 1100,
-        reason: EndReason::Logout,
-        by: Actor::Admin,
-    };
+    let end = logout(1100);
     store.end_sessions(&[ending.id], &end, 5000).await.unwrap();
     // The end leaves the live row to the expiry sweep, counted as ended.
     assert_eq!(time_rows(&store, &ending.id), (vec![4600], vec![5000]));
@@ -649,6 +645,20 @@ async fn a_session_keeps_its_live_row_until_it_expires_and_is_queued_once_it_end
     assert_eq!(row_counts(&store)[..6], [0; 6]);
 }
 
+/// An end by logout at `at`.
+fn logout(at: UnixTime) -> Ended {
+    Ended {
+        at,
+        reason: EndReason::Logout,
+        by: Actor::Admin,
+    }
+}
+
+/// (the live count, the rows of ended sessions in the live index).
+async fn live_and_ended(store: &RedbStore) -> (u64, u64) {
+    (store.live_session_count().await.unwrap(), ended_live(store))
+}
+
 fn ended_live(store: &RedbStore) -> u64 {
     let rt = store.inner.db.begin_read().unwrap();
     let meta = rt.open_table(META).unwrap();
@@ -668,61 +678,32 @@ async fn the_ended_live_count_follows_each_way_a_live_row_goes() {
     for s in [&short, &lapsed, &live] {
         store.create_session(s, None).await.unwrap();
     }
-    let end = |at| Ended {
-        at,
-        reason: EndReason::Logout,
-        by: Actor::Admin,
-    };
     // Kept only until 2000, long before its expiry.
     store
-        .end_sessions(&[short.id], &end(1100), 2000)
+        .end_sessions(&[short.id], &logout(1100), 2000)
         .await
         .unwrap();
-    assert_eq!(
-        (
-            store.live_session_count().await.unwrap(),
-            ended_live(&store)
-        ),
-        (2, 1)
-    );
+    assert_eq!(live_and_ended(&store).await, (2, 1));
     assert_eq!(store.sweep(2000, 0, 100).await.unwrap().sessions, 1);
     assert_eq!(time_rows(&store, &short.id), (vec![], vec![]));
-    assert_eq!(
-        (
-            store.live_session_count().await.unwrap(),
-            ended_live(&store)
-        ),
-        (2, 0)
-    );
+    assert_eq!(live_and_ended(&store).await, (2, 0));
     // Expired, swept, then ended: no live row to count.
     assert_eq!(store.sweep(4600, 0, 100).await.unwrap().expired, 1);
     store
-        .end_sessions(&[lapsed.id], &end(4700), 9000)
+        .end_sessions(&[lapsed.id], &logout(4700), 9000)
         .await
         .unwrap();
-    assert_eq!(
-        (
-            store.live_session_count().await.unwrap(),
-            ended_live(&store)
-        ),
-        (1, 0)
-    );
+    assert_eq!(live_and_ended(&store).await, (1, 0));
     // A restart reads the same count.
     let path = dir.path().join("t.redb");
     drop(store);
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.live_session_count().await.unwrap(), 1);
     store
-        .end_sessions(&[live.id], &end(4800), 9000)
+        .end_sessions(&[live.id], &logout(4800), 9000)
         .await
         .unwrap();
-    assert_eq!(
-        (
-            store.live_session_count().await.unwrap(),
-            ended_live(&store)
-        ),
-        (0, 1)
-    );
+    assert_eq!(live_and_ended(&store).await, (0, 1));
 }
 
 /// Files written before one row per session gave a live session its
@@ -742,11 +723,7 @@ async fn delete_queue_rows_of_older_files_are_swept_by_the_records_own_time() {
         txn.commit().unwrap();
     }
     assert_eq!(time_rows(&store, &old.id), (vec![4600], vec![8200]));
-    let end = Ended {
-        at: 1100,
-        reason: EndReason::Logout,
-        by: Actor::Admin,
-    };
+    let end = logout(1100);
     store.end_sessions(&[old.id], &end, 9000).await.unwrap();
     assert_eq!(time_rows(&store, &old.id), (vec![4600], vec![8200, 9000]));
     let stats = store.sweep(8200, 0, 100).await.unwrap();
@@ -1107,17 +1084,12 @@ async fn revocation_rows_are_swept_in_the_order_of_the_ends() {
     for s in [&long, &short] {
         store.create_session(s, None).await.unwrap();
     }
-    let end = |at| Ended {
-        at,
-        reason: EndReason::Logout,
-        by: Actor::Admin,
-    };
     store
-        .end_sessions(&[long.id], &end(1100), 9000)
+        .end_sessions(&[long.id], &logout(1100), 9000)
         .await
         .unwrap();
     store
-        .end_sessions(&[short.id], &end(1200), 9000)
+        .end_sessions(&[short.id], &logout(1200), 9000)
         .await
         .unwrap();
     {
@@ -1183,11 +1155,7 @@ async fn ends_of_one_second_keep_a_row_each() {
     for s in &made {
         store.create_session(s, None).await.unwrap();
     }
-    let end = Ended {
-        at: 1100,
-        reason: EndReason::Logout,
-        by: Actor::Admin,
-    };
+    let end = logout(1100);
     let ids: Vec<SessionId> = made.iter().map(|s| s.id).collect();
     store.end_sessions(&ids[..1], &end, 9000).await.unwrap();
     store.end_sessions(&ids[1..2], &end, 9000).await.unwrap();
