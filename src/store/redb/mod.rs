@@ -36,9 +36,10 @@
 //! second, so the ends of one batch append to the same leaf of each table
 //! (a key with the session id would put each end, in random order, on a
 //! page of its own): the deletion row under its `delete_after`, the
-//! revocation row under the end's time (the sweep drops those past their
-//! cover in the order of the ends), the audit row likewise. Tables of earlier layouts are
-//! read and swept until they are empty.
+//! revocation row under the end's time (the sweep goes through them with
+//! a cursor, dropping each once its own cover has passed), the audit row
+//! likewise. Tables of earlier layouts are read and swept until they are
+//! empty.
 //! `references` holds only sessions that are not ended.
 //! A grant's value is opaque bytes (the engine's JSON), so its row is a
 //! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row

@@ -111,8 +111,8 @@ pub(super) fn read_active_revocations(
             Ok((SessionId::from_bytes(id), until))
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    // Rows in the order of their ends: the sweep leaves a few past their
-    // cover behind longer-covering ones.
+    // Rows in the order of their ends: rows past their cover that the
+    // sweep's cursor has not reached yet are left out here.
     let t = rt.open_table(REVOKED_BY_END).ctx("open revoked_by_end")?;
     for row in t.iter().ctx("scan revoked")? {
         let (_, v) = row.ctx("scan revoked")?;

@@ -66,6 +66,13 @@ pub(super) const LAYOUT_VERSION: u64 = 4;
 /// How many rows of `live_by_expiry` belong to ended sessions: the live
 /// count is the table's length less this.
 pub(super) const ENDED_LIVE: &str = "ended_live";
+/// Where the sweep of [`REVOKED_BY_END`] goes on from: the key of the last
+/// row it looked at, as its time (the bits of the `i64`) and its sequence.
+/// Absent: from the first row.
+pub(super) const REVOKED_SWEPT_AT: &str = "revoked_swept_at";
+pub(super) const REVOKED_SWEPT_SEQ: &str = "revoked_swept_seq";
+/// Rows of [`REVOKED_BY_END`] one sweep pass looks at, per row of its batch.
+pub(super) const REVOKED_SCAN_PER_BATCH: usize = 16;
 /// The sequence number of the last op of the write-ahead log that the
 /// database holds.
 pub(super) const WAL_SEQ: &str = "wal_seq";

@@ -1065,12 +1065,13 @@ async fn an_op_too_large_for_the_log_is_refused_and_nothing_else_is_hurt() {
     assert_eq!(store.get_client(&fine.id).await.unwrap(), Some(fine));
 }
 
-/// Revocation rows are kept in the order of the ends. A row whose cover
-/// runs longer keeps the rows behind it past their own cover (never the
-/// other way round), and the revocations read at a start leave those out.
-/// Rows of the earlier layout, keyed by cover, are read and swept too.
+/// Revocation rows are kept in the order of the ends, and swept by their
+/// own cover: a row behind a longer-covering one goes when its own cover
+/// has passed. The revocations read at a start leave out rows past their
+/// cover. Rows of the earlier layout, keyed by cover, are read and swept
+/// too.
 #[tokio::test]
-async fn revocation_rows_are_swept_in_the_order_of_the_ends() {
+async fn revocation_rows_are_swept_by_their_own_cover() {
     let (_dir, store, owner) = store_with_owner().await;
     let long = Session {
         access_cover_until: 5000,
@@ -1117,24 +1118,50 @@ async fn revocation_rows_are_swept_in_the_order_of_the_ends() {
         v
     });
 
-    // A batch of one: the earlier layout's row goes; of the rows by end,
-    // only the long-covering one is reached, and it stays.
-    assert_eq!(store.sweep(2000, 0, 1).await.unwrap().revocations, 1);
-    assert_eq!(
-        revoked_rows(&store),
-        (0, 2),
-        "the earlier layout's row went"
-    );
+    // A batch of one from each table: the earlier layout's row, and the
+    // short row behind the long one.
+    let stats = store.sweep(2000, 0, 1).await.unwrap();
+    assert_eq!((stats.revocations, stats.more), (2, true));
+    assert_eq!(revoked_rows(&store), (0, 1));
     assert_eq!(active(2000).await, vec![(long.id, 5000)]);
     assert_eq!(store.sweep(2000, 0, 1).await.unwrap().revocations, 0);
-    assert_eq!(revoked_rows(&store), (0, 2));
-    // A larger batch reaches the short row behind it.
-    let stats = store.sweep(2000, 0, 10).await.unwrap();
-    assert_eq!((stats.revocations, stats.more), (1, false));
-    assert_eq!(revoked_rows(&store), (0, 1));
     assert_eq!(store.sweep(5000, 0, 10).await.unwrap().revocations, 1);
     assert_eq!(revoked_rows(&store), (0, 0));
     assert!(active(0).await.is_empty());
+}
+
+/// More long-covering rows in front than a pass looks at: the sweep goes
+/// on from where it stopped, reaches the row behind them, then starts
+/// again from the first row.
+#[tokio::test]
+async fn the_revocation_sweep_goes_on_from_where_it_stopped() {
+    let (_dir, store, owner) = store_with_owner().await;
+    let mut made: Vec<Session> = (0..40)
+        .map(|_| Session {
+            access_cover_until: 5000,
+            ..session(&owner.id, 1000)
+        })
+        .collect();
+    made.push(Session {
+        access_cover_until: 1500,
+        ..session(&owner.id, 1000)
+    });
+    for s in &made {
+        store.create_session(s, None).await.unwrap();
+    }
+    let ids: Vec<SessionId> = made.iter().map(|s| s.id).collect();
+    store.end_sessions(&ids, &logout(1100), 9000).await.unwrap();
+    assert_eq!(revoked_rows(&store), (0, 41));
+    // A batch of one looks at 16 rows a pass: 16, 32, then the short row.
+    let mut removed = Vec::new();
+    for _ in 0..4 {
+        removed.push(store.sweep(2000, 0, 1).await.unwrap().revocations);
+    }
+    assert_eq!(removed, vec![0, 0, 1, 0]);
+    assert_eq!(revoked_rows(&store), (0, 40));
+    // The last pass reached the end: the next starts from the first row.
+    assert_eq!(store.sweep(5000, 0, 100).await.unwrap().revocations, 40);
+    assert_eq!(revoked_rows(&store), (0, 0));
 }
 
 /// Rows in (`revoked`, `revoked_by_end`).
@@ -1158,6 +1185,9 @@ async fn ends_of_one_second_keep_a_row_each() {
     let end = logout(1100);
     let ids: Vec<SessionId> = made.iter().map(|s| s.id).collect();
     store.end_sessions(&ids[..1], &end, 9000).await.unwrap();
+    // The audit row of that end goes: the next end of the same second
+    // must still not take its revocation row's key.
+    assert_eq!(store.sweep(0, 1101, 100).await.unwrap().audit, 1);
     store.end_sessions(&ids[1..2], &end, 9000).await.unwrap();
     store.end_sessions(&ids[2..], &end, 9000).await.unwrap();
     assert_eq!(revoked_rows(&store), (0, 5));

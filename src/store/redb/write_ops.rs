@@ -361,31 +361,78 @@ pub(super) fn sweep_refresh(t: &mut Tables, now: UnixTime, batch: usize) -> Stor
     Ok(keys.len())
 }
 
-/// Revocation rows past their cover. Rows of [`REVOKED_BY_END`] are in
-/// the order of their ends: of the first `batch`, those past their cover
-/// go, and a row whose cover runs longer keeps the rows behind it a
-/// little longer (never shorter). Returns the rows deleted.
+/// Revocation rows past their cover, at most `batch` of each table. Rows
+/// of [`REVOKED_BY_END`] are in the order of their ends, not of their
+/// covers, so a pass goes on from where the last one stopped (a cursor
+/// in `meta`), looks at no more than [`REVOKED_SCAN_PER_BATCH`] rows per
+/// row of its batch, and starts again from the first row once it has
+/// reached the last: every row is looked at again within a bounded
+/// number of passes, whatever the rows in front of it cover. Returns the
+/// rows deleted.
 pub(super) fn sweep_revoked(t: &mut Tables, now: UnixTime, batch: usize) -> StoreResult<usize> {
     let keys = due_keys(&*t.revoked()?, (now, MAX_ID), batch)?;
     for key in &keys {
         t.revoked()?.remove(*key).ctx("remove revoked row")?;
     }
-    let due: Vec<(i64, u64)> = {
-        let rows = t.revoked_by_end()?.iter().ctx("scan revoked")?;
-        let mut due = Vec::new();
-        for row in rows.take(batch) {
+    let from = revoked_cursor(t)?;
+    let limit = batch.saturating_mul(REVOKED_SCAN_PER_BATCH);
+    let (due, last_seen, looked_at) = {
+        let table = t.revoked_by_end()?;
+        let rows = match from {
+            Some(key) => table.range((Bound::Excluded(key), Bound::Unbounded)),
+            None => table.range::<(i64, u64)>(..),
+        }
+        .ctx("scan revoked")?;
+        let (mut due, mut last_seen, mut looked_at) = (Vec::new(), None, 0);
+        for row in rows.take(limit) {
             let (key, value) = row.ctx("scan revoked")?;
-            let (_, cover_until) = value.value();
-            if cover_until <= now {
+            looked_at += 1;
+            last_seen = Some(key.value());
+            if value.value().1 <= now {
                 due.push(key.value());
+                if due.len() == batch {
+                    break;
+                }
             }
         }
-        due
+        (due, last_seen, looked_at)
     };
     for key in &due {
         t.revoked_by_end()?.remove(*key).ctx("remove revoked row")?;
     }
+    // Stopped early (a full batch, or the limit): go on from there next
+    // time. Reached the last row: start again from the first.
+    let stopped_early = due.len() == batch || looked_at == limit;
+    set_revoked_cursor(t, if stopped_early { last_seen } else { None })?;
     Ok(keys.len() + due.len())
+}
+
+fn revoked_cursor(t: &mut Tables) -> StoreResult<Option<(i64, u64)>> {
+    let meta = t.meta()?;
+    let at = meta.get(REVOKED_SWEPT_AT).ctx("read sweep cursor")?;
+    let seq = meta.get(REVOKED_SWEPT_SEQ).ctx("read sweep cursor")?;
+    Ok(match (at, seq) {
+        // The time's bits, stored as they are.
+        (Some(at), Some(seq)) => Some((at.value() as i64, seq.value())),
+        _ => None,
+    })
+}
+
+fn set_revoked_cursor(t: &mut Tables, key: Option<(i64, u64)>) -> StoreResult<()> {
+    let meta = t.meta()?;
+    match key {
+        Some((at, seq)) => {
+            meta.insert(REVOKED_SWEPT_AT, at as u64)
+                .ctx("write sweep cursor")?;
+            meta.insert(REVOKED_SWEPT_SEQ, seq)
+                .ctx("write sweep cursor")?;
+        }
+        None => {
+            meta.remove(REVOKED_SWEPT_AT).ctx("write sweep cursor")?;
+            meta.remove(REVOKED_SWEPT_SEQ).ctx("write sweep cursor")?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> StoreResult<usize> {
