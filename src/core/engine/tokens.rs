@@ -165,7 +165,6 @@ pub struct RefreshDescription {
     pub iss: String,
 }
 
-/// Refresh tokens are 43 base64url characters; anything else is not one.
 impl Engine {
     /// Runs `write` and signs the session's access token meanwhile. The
     /// token is handed out only once the write has succeeded (durably),
