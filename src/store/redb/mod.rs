@@ -22,6 +22,7 @@
 //! | `revoked`             | (cover_until, session id)    | () (layouts before 4) |
 //! | `revoked_by_end`      | (ended at, sequence)         | (session id, cover_until) |
 //! | `audit`               | (at, sequence)               | JSON record  |
+//! | `ends`                | (ended at, sequence)         | (session id, delete_after, JSON end) |
 //! | `grants`              | (kind code, key)             | (version, expires_at, value) |
 //! | `grants_by_expiry`    | (expires_at, kind code, key) | ()           |
 //!
@@ -38,8 +39,12 @@
 //! page of its own): the deletion row under its `delete_after`, the
 //! revocation row under the end's time (the sweep goes through them with
 //! a cursor, dropping each once its own cover has passed), the audit row
-//! likewise. Tables of earlier layouts are read and swept until they are
-//! empty.
+//! likewise, and the end itself (layout 5): the session record is not
+//! rewritten, which in random order would put each end on a page of its
+//! own; an index in memory (`tables::EndIndex`, built from `ends` at
+//! open) finds a session's end row, and every read of a session goes
+//! through it. Tables of earlier layouts are read and swept until they
+//! are empty.
 //! `references` holds only sessions that are not ended.
 //! A grant's value is opaque bytes (the engine's JSON), so its row is a
 //! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row
@@ -64,8 +69,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    Table, TableDefinition, WriteTransaction,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -102,6 +107,8 @@ use writer::*;
 
 struct Inner {
     db: Arc<Database>,
+    /// Shared with the writer.
+    ends: Arc<EndIndex>,
     queue: Option<mpsc::Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
@@ -160,7 +167,8 @@ fn prepare_file(path: &Path) -> StoreResult<()> {
 fn create_tables(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write().ctx("begin write")?;
     {
-        let mut tables = Tables::open(&txn)?;
+        let no_ends = EndIndex::default();
+        let mut tables = Tables::open(&txn, &no_ends)?;
         tables.open_all()?;
         let meta = tables.meta()?;
         let layout = meta.get(LAYOUT).ctx("read layout")?.map(|v| v.value());
@@ -194,7 +202,7 @@ fn wal_error(path: &Path, what: &str, e: std::io::Error) -> StoreError {
 /// Replays the ops of the log that the last checkpoint does not hold, in
 /// one durable transaction, then empties the log. Returns the sequence
 /// number of the next op.
-fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
+fn recover(db: &Database, ends: &EndIndex, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
     let applied = {
         let rt = db.begin_read().ctx("begin read")?;
         let meta = rt.open_table(META).ctx("open meta")?;
@@ -251,8 +259,8 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
         let mut txn = db.begin_write().ctx("begin write")?;
         txn.set_durability(Durability::Immediate)
             .ctx("set durability")?;
-        {
-            let mut tables = Tables::open(&txn)?;
+        let changes = {
+            let mut tables = Tables::open(&txn, ends)?;
             for (seq, record) in &pending {
                 let op = WriteOp::decode(record)?;
                 match op.apply(&mut tables) {
@@ -268,8 +276,11 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
                 .meta()?
                 .insert(WAL_SEQ, last)
                 .ctx("write log position")?;
-        }
+            std::mem::take(&mut tables.end_changes)
+        };
         txn.commit().ctx("commit replayed writes")?;
+        // No reader yet: deleted sessions leave the index at once.
+        publish_ends(ends, changes, None);
         tracing::info!(
             ops = pending.len(),
             wal = %wal.path().display(),
@@ -283,6 +294,46 @@ fn recover(db: &Database, wal: &mut Wal, found: Recovered) -> StoreResult<u64> {
             .map_err(|e| wal_error(wal.path(), "emptying the write-ahead log", e))?;
     }
     Ok(applied.max(last_seen) + 1)
+}
+
+/// [`EndIndex`] from the [`ENDS`] rows the database holds.
+fn load_end_index(db: &Database) -> StoreResult<EndIndex> {
+    let rt = db.begin_read().ctx("begin read")?;
+    let t = rt.open_table(ENDS).ctx("open ends")?;
+    let mut index = std::collections::HashMap::with_capacity(t.len().ctx("count ends")? as usize);
+    for row in t.iter().ctx("scan ends")? {
+        let (key, row) = row.ctx("scan ends")?;
+        index.insert(row.value().0, key.value());
+    }
+    Ok(std::sync::RwLock::new(index))
+}
+
+/// Puts a committed transaction's [`EndChanges`] into `index`. The
+/// entries of deleted sessions go into `graveyard`, to leave the index
+/// after [`END_INDEX_GRACE`] (see [`EndIndex`]); without one, at once.
+fn publish_ends(
+    index: &EndIndex,
+    changes: EndChanges,
+    graveyard: Option<&mut std::collections::VecDeque<(std::time::Instant, Id)>>,
+) {
+    if changes.added.is_empty() && changes.removed.is_empty() {
+        return;
+    }
+    let mut map = index
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.extend(changes.added);
+    match graveyard {
+        Some(graveyard) => {
+            let now = std::time::Instant::now();
+            graveyard.extend(changes.removed.into_iter().map(|id| (now, id)));
+        }
+        None => {
+            for id in changes.removed {
+                map.remove(&id);
+            }
+        }
+    }
 }
 
 /// The shortest interval between checkpoints [`RedbStore::open_with`]
@@ -333,10 +384,11 @@ impl RedbStore {
                 .ctx("open database")?,
         );
         create_tables(&db)?;
+        let ends = Arc::new(load_end_index(&db)?);
         let log = wal_path(path);
         let (mut wal, found) =
             Wal::open(&log).map_err(|e| wal_error(&log, "opening the write-ahead log", e))?;
-        let next_seq = recover(&db, &mut wal, found)?;
+        let next_seq = recover(&db, &ends, &mut wal, found)?;
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(AtomicU64::new(0));
         let broken = Arc::new(AtomicBool::new(false));
@@ -350,7 +402,14 @@ impl RedbStore {
             StoreError::Unavailable(format!("start ticker: {e}"))
         })?;
         let writer = {
-            let mut w = Writer::new(db.clone(), wal, next_seq, commits.clone(), broken.clone());
+            let mut w = Writer::new(
+                db.clone(),
+                ends.clone(),
+                wal,
+                next_seq,
+                commits.clone(),
+                broken.clone(),
+            );
             w.checkpoint_every = options.checkpoint_every.max(MIN_CHECKPOINT_EVERY);
             std::thread::Builder::new()
                 .name("tessera-redb-writer".into())
@@ -362,6 +421,7 @@ impl RedbStore {
         };
         let inner = Inner {
             db,
+            ends,
             queue: Some(queue),
             writer: Some(writer),
             commits,
@@ -472,12 +532,7 @@ impl Store for RedbStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
-        self.lookup(|rt| {
-            load_session(
-                &rt.open_table(SESSIONS).ctx("open sessions")?,
-                id.as_bytes(),
-            )
-        })
+        self.lookup(|rt| read_session(rt, &self.inner.ends, id))
     }
 
     async fn find_session_by_reference(
@@ -485,7 +540,7 @@ impl Store for RedbStore {
         client: &ClientId,
         reference: &TokenHash,
     ) -> StoreResult<Option<Session>> {
-        self.lookup(|rt| read_by_reference(rt, client, reference))
+        self.lookup(|rt| read_by_reference(rt, &self.inner.ends, client, reference))
     }
 
     async fn list_sessions(
@@ -493,9 +548,9 @@ impl Store for RedbStore {
         filter: &SessionFilter,
         now: UnixTime,
     ) -> StoreResult<Vec<Session>> {
-        let filter = filter.clone();
+        let (filter, ends) = (filter.clone(), self.inner.ends.clone());
         self.read("list_sessions", move |rt| {
-            read_list_sessions(rt, &filter, now)
+            read_list_sessions(rt, &ends, &filter, now)
         })
         .await
     }
@@ -548,16 +603,17 @@ impl Store for RedbStore {
         client: Option<&ClientId>,
     ) -> StoreResult<Vec<SessionId>> {
         let (subject, client) = (subject.clone(), client.cloned());
+        let ends = self.inner.ends.clone();
         self.read("sessions_of_subject", move |rt| {
-            read_not_ended(rt, BY_SUBJECT, subject.as_str(), client.as_ref())
+            read_not_ended(rt, &ends, BY_SUBJECT, subject.as_str(), client.as_ref())
         })
         .await
     }
 
     async fn sessions_of_client(&self, client: &ClientId) -> StoreResult<Vec<SessionId>> {
-        let client = client.clone();
+        let (client, ends) = (client.clone(), self.inner.ends.clone());
         self.read("sessions_of_client", move |rt| {
-            read_not_ended(rt, BY_CLIENT, client.as_str(), None)
+            read_not_ended(rt, &ends, BY_CLIENT, client.as_str(), None)
         })
         .await
     }

@@ -15,8 +15,17 @@ pub(super) fn read_list_clients(rt: &ReadTransaction) -> StoreResult<Vec<Client>
     .collect()
 }
 
+pub(super) fn read_session(
+    rt: &ReadTransaction,
+    ends: &EndIndex,
+    id: &SessionId,
+) -> StoreResult<Option<Session>> {
+    SessionReads::open(rt, ends)?.get(id.as_bytes())
+}
+
 pub(super) fn read_by_reference(
     rt: &ReadTransaction,
+    ends: &EndIndex,
     client: &ClientId,
     reference: &TokenHash,
 ) -> StoreResult<Option<Session>> {
@@ -27,8 +36,7 @@ pub(super) fn read_by_reference(
     else {
         return Ok(None);
     };
-    let sessions = rt.open_table(SESSIONS).ctx("open sessions")?;
-    let found = load_session(&sessions, &id.value())?;
+    let found = SessionReads::open(rt, ends)?.get(&id.value())?;
     Ok(found.filter(|s| s.ended.is_none()))
 }
 
@@ -36,9 +44,10 @@ pub(super) fn read_by_reference(
 /// only happens when the caller asked for everything.
 pub(super) fn candidate_sessions(
     rt: &ReadTransaction,
+    ends: &EndIndex,
     filter: &SessionFilter,
 ) -> StoreResult<Vec<Session>> {
-    let sessions = rt.open_table(SESSIONS).ctx("open sessions")?;
+    let reads = SessionReads::open(rt, ends)?;
     let ids = match (&filter.subject, &filter.client_id) {
         (Some(sub), _) => ids_under(
             &rt.open_table(BY_SUBJECT).ctx("open sessions_by_subject")?,
@@ -49,21 +58,26 @@ pub(super) fn candidate_sessions(
             c.as_str(),
         )?,
         (None, None) => {
-            let rows = sessions.iter().ctx("scan sessions")?;
+            let rows = reads.sessions.iter().ctx("scan sessions")?;
             return rows
-                .map(|row| compact::decode_session(row.ctx("scan sessions")?.1.value()))
+                .map(|row| {
+                    reads.complete(compact::decode_session(
+                        row.ctx("scan sessions")?.1.value(),
+                    )?)
+                })
                 .collect();
         }
     };
-    load_sessions(&sessions, &ids)
+    reads.get_many(&ids)
 }
 
 pub(super) fn read_list_sessions(
     rt: &ReadTransaction,
+    ends: &EndIndex,
     filter: &SessionFilter,
     now: UnixTime,
 ) -> StoreResult<Vec<Session>> {
-    let mut out: Vec<Session> = candidate_sessions(rt, filter)?
+    let mut out: Vec<Session> = candidate_sessions(rt, ends, filter)?
         .into_iter()
         .filter(|s| filter.client_id.as_ref().is_none_or(|c| &s.client_id == c))
         .filter(|s| filter.include_ended || s.is_live(now))
@@ -81,13 +95,14 @@ pub(super) fn read_list_sessions(
 
 pub(super) fn read_not_ended(
     rt: &ReadTransaction,
+    ends: &EndIndex,
     index: TableDefinition<(&str, Id), ()>,
     prefix: &str,
     client: Option<&ClientId>,
 ) -> StoreResult<Vec<SessionId>> {
     let ids = ids_under(&rt.open_table(index).ctx("open session index")?, prefix)?;
-    let sessions = rt.open_table(SESSIONS).ctx("open sessions")?;
-    Ok(load_sessions(&sessions, &ids)?
+    Ok(SessionReads::open(rt, ends)?
+        .get_many(&ids)?
         .into_iter()
         .filter(|s| s.ended.is_none())
         .filter(|s| client.is_none_or(|c| &s.client_id == c))

@@ -32,6 +32,29 @@ pub(super) const REVOKED: TableDefinition<(i64, Id), ()> = TableDefinition::new(
 pub(super) const REVOKED_BY_END: TableDefinition<(i64, u64), (Id, i64)> =
     TableDefinition::new("revoked_by_end");
 pub(super) const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
+/// Ends of layout 5, under (ended at, sequence within that second):
+/// (session id, the session's new `delete_after`, JSON [`Ended`]). An end
+/// appends here instead of rewriting the session record, which in random
+/// order is a page of its own per end; [`EndIndex`] finds the row by
+/// session id. The row goes with the session.
+pub(super) const ENDS: TableDefinition<(i64, u64), EndRow> = TableDefinition::new("ends");
+/// A row of [`ENDS`].
+pub(super) type EndRow = (Id, i64, Bytes);
+
+/// Where the [`ENDS`] row of each ended session is, by session id: built
+/// from the table at open, kept in step by the writer after each commit,
+/// read by every read of a session. Memory: one entry (about 40 bytes)
+/// per ended session until it is deleted (`ended_session_retention_seconds`
+/// after its end).
+///
+/// A reader takes a session as ended only if the row the index names is
+/// in its own snapshot, so an entry published before or after the commit
+/// that wrote the row is seen consistently. Entries of deleted sessions
+/// stay for [`END_INDEX_GRACE`], so that a reader whose snapshot still
+/// holds the record still finds its end.
+pub(super) type EndIndex = std::sync::RwLock<std::collections::HashMap<Id, (i64, u64)>>;
+/// How long the entry of a deleted session stays in [`EndIndex`].
+pub(super) const END_INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
@@ -60,9 +83,13 @@ pub(super) const LAYOUT: &str = "layout";
 ///   layout 3 would count those sessions as live, would never delete
 ///   them, and at its start would not load the revocations of that table:
 ///   it would accept the access tokens of ended sessions again.
+/// - 5: an end is a row of [`ENDS`]; the session record is left as it
+///   was. A build of layout 4 would read those sessions as not ended: it
+///   would rotate their refresh tokens again.
 ///
-/// This build reads stores of layouts 1 to 3 as they are and marks them 4.
-pub(super) const LAYOUT_VERSION: u64 = 4;
+/// This build reads stores of layouts 1 to 4 as they are (records that
+/// say they ended are ended) and marks them 5.
+pub(super) const LAYOUT_VERSION: u64 = 5;
 /// How many rows of `live_by_expiry` belong to ended sessions: the live
 /// count is the table's length less this.
 pub(super) const ENDED_LIVE: &str = "ended_live";
@@ -171,6 +198,77 @@ pub(super) fn load_session(
     }
 }
 
+/// Completes a session record with its end, if `key` names an [`ENDS`]
+/// row of this session in `ends` (records of layouts before 5 say
+/// themselves that they ended).
+pub(super) fn merge_end(
+    ends: &impl ReadableTable<(i64, u64), EndRow>,
+    key: Option<(i64, u64)>,
+    s: &mut Session,
+) -> StoreResult<()> {
+    let Some(key) = key.filter(|_| s.ended.is_none()) else {
+        return Ok(());
+    };
+    if let Some(row) = ends.get(key).ctx("read end")? {
+        let (id, delete_after, ended) = row.value();
+        if id == *s.id.as_bytes() {
+            s.ended = Some(decode("ends", ended)?);
+            s.delete_after = delete_after;
+        }
+    }
+    Ok(())
+}
+
+/// The [`ENDS`] key of session `id` in `index`, if it has one.
+pub(super) fn end_key(index: &EndIndex, id: &Id) -> Option<(i64, u64)> {
+    index
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(id)
+        .copied()
+}
+
+/// Sessions as a read transaction sees them, ends included.
+pub(super) struct SessionReads<'a> {
+    pub(super) sessions: ReadOnlyTable<Id, Bytes>,
+    ends: ReadOnlyTable<(i64, u64), EndRow>,
+    index: &'a EndIndex,
+}
+
+impl<'a> SessionReads<'a> {
+    pub(super) fn open(rt: &ReadTransaction, index: &'a EndIndex) -> StoreResult<Self> {
+        Ok(Self {
+            sessions: rt.open_table(SESSIONS).ctx("open sessions")?,
+            ends: rt.open_table(ENDS).ctx("open ends")?,
+            index,
+        })
+    }
+
+    pub(super) fn complete(&self, mut s: Session) -> StoreResult<Session> {
+        let key = end_key(self.index, s.id.as_bytes());
+        merge_end(&self.ends, key, &mut s)?;
+        Ok(s)
+    }
+
+    pub(super) fn get(&self, id: &Id) -> StoreResult<Option<Session>> {
+        load_session(&self.sessions, id)?
+            .map(|s| self.complete(s))
+            .transpose()
+    }
+
+    /// Index rows may outlive a record only if the record was corrupt and
+    /// swept; skipping them keeps readers working.
+    pub(super) fn get_many(&self, ids: &[Id]) -> StoreResult<Vec<Session>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(s) = self.get(id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+}
+
 pub(super) fn load_refresh(
     t: &impl ReadableTable<TokenHash, Bytes>,
     hash: &TokenHash,
@@ -218,21 +316,6 @@ pub(super) fn ids_under(
         .collect()
 }
 
-/// Index rows may outlive a record only if the record was corrupt and
-/// swept; skipping them keeps readers working.
-pub(super) fn load_sessions(
-    t: &impl ReadableTable<Id, Bytes>,
-    ids: &[Id],
-) -> StoreResult<Vec<Session>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(s) = load_session(t, id)? {
-            out.push(s);
-        }
-    }
-    Ok(out)
-}
-
 /// Keys of the first `limit` rows at or before `upto` in a time-ordered index.
 pub(super) fn due_keys<K>(
     t: &impl ReadableTable<(i64, K), ()>,
@@ -269,6 +352,7 @@ pub(super) struct Tables<'t> {
     revoked: Option<Table<'t, (i64, Id), ()>>,
     revoked_by_end: Option<Table<'t, (i64, u64), (Id, i64)>>,
     audit: Option<Table<'t, (i64, u64), Bytes>>,
+    ends: Option<Table<'t, (i64, u64), EndRow>>,
     grants: Option<Table<'t, GrantId, GrantRow>>,
     grants_by_expiry: Option<Table<'t, (i64, u8, TokenHash), ()>>,
     meta: Option<Table<'t, &'static str, u64>>,
@@ -278,6 +362,19 @@ pub(super) struct Tables<'t> {
     /// The same for [`DELETIONS`] and [`REVOKED_BY_END`].
     last_deletion: Option<(i64, u64)>,
     last_revoked: Option<(i64, u64)>,
+    last_end: Option<(i64, u64)>,
+    /// The ends committed before this transaction.
+    end_index: &'t EndIndex,
+    /// What this transaction changes in [`EndIndex`], published by the
+    /// writer once it has committed.
+    pub(super) end_changes: EndChanges,
+}
+
+/// A transaction's changes to [`EndIndex`].
+#[derive(Default)]
+pub(super) struct EndChanges {
+    pub(super) added: std::collections::HashMap<Id, (i64, u64)>,
+    pub(super) removed: Vec<Id>,
 }
 
 /// `Tables::NAME()`: the table, opened if it is not yet.
@@ -295,7 +392,7 @@ macro_rules! lazy_tables {
 }
 
 impl<'t> Tables<'t> {
-    pub(super) fn open(txn: &'t WriteTransaction) -> StoreResult<Self> {
+    pub(super) fn open(txn: &'t WriteTransaction, end_index: &'t EndIndex) -> StoreResult<Self> {
         Ok(Self {
             txn,
             clients: None,
@@ -311,12 +408,16 @@ impl<'t> Tables<'t> {
             revoked: None,
             revoked_by_end: None,
             audit: None,
+            ends: None,
             grants: None,
             grants_by_expiry: None,
             meta: None,
             last_audit: None,
             last_deletion: None,
             last_revoked: None,
+            last_end: None,
+            end_index,
+            end_changes: EndChanges::default(),
         })
     }
 
@@ -335,6 +436,7 @@ impl<'t> Tables<'t> {
         self.revoked()?;
         self.revoked_by_end()?;
         self.audit()?;
+        self.ends()?;
         self.grants()?;
         self.grants_by_expiry()?;
         self.meta()?;
@@ -355,9 +457,66 @@ impl<'t> Tables<'t> {
         revoked: REVOKED, (i64, Id), (), "open revoked";
         revoked_by_end: REVOKED_BY_END, (i64, u64), (Id, i64), "open revoked_by_end";
         audit: AUDIT, (i64, u64), Bytes, "open audit";
+        ends: ENDS, (i64, u64), EndRow, "open ends";
         grants: GRANTS, GrantId, GrantRow, "open grants";
         grants_by_expiry: GRANTS_BY_EXPIRY, (i64, u8, TokenHash), (), "open grants_by_expiry";
         meta: META, &'static str, u64, "open meta";
+    }
+
+    /// The [`ENDS`] key of session `id`: this transaction's ends first.
+    fn end_key(&self, id: &Id) -> Option<(i64, u64)> {
+        match self.end_changes.added.get(id) {
+            Some(key) => Some(*key),
+            None => end_key(self.end_index, id),
+        }
+    }
+
+    /// The session, ended if it has ended (see [`merge_end`]).
+    pub(super) fn session(&mut self, id: &Id) -> StoreResult<Option<Session>> {
+        let Some(mut s) = load_session(&*self.sessions()?, id)? else {
+            return Ok(None);
+        };
+        let key = self.end_key(id);
+        merge_end(&*self.ends()?, key, &mut s)?;
+        Ok(Some(s))
+    }
+
+    /// Records the end of session `id` (its [`ENDS`] row), to be deleted
+    /// at `delete_after`.
+    pub(super) fn append_end(
+        &mut self,
+        id: Id,
+        ended: &Ended,
+        delete_after: UnixTime,
+    ) -> StoreResult<()> {
+        let last = self.last_end;
+        let seq = next_in_second(&*self.ends()?, ended.at, last)?;
+        let bytes = encode("ends", ended)?;
+        self.ends()?
+            .insert((ended.at, seq), (id, delete_after, bytes.as_slice()))
+            .ctx("write end")?;
+        self.last_end = Some((ended.at, seq));
+        self.end_changes.added.insert(id, (ended.at, seq));
+        Ok(())
+    }
+
+    /// Drops the [`ENDS`] row of session `id`, if it has one: the session
+    /// is being deleted.
+    pub(super) fn remove_end(&mut self, id: Id) -> StoreResult<()> {
+        let Some(key) = self.end_key(&id) else {
+            return Ok(());
+        };
+        let ends = self.ends()?;
+        let held_by_this = ends
+            .get(key)
+            .ctx("read end")?
+            .is_some_and(|row| row.value().0 == id);
+        if held_by_this {
+            ends.remove(key).ctx("remove end")?;
+        }
+        self.end_changes.added.remove(&id);
+        self.end_changes.removed.push(id);
+        Ok(())
     }
 
     pub(super) fn put_client(&mut self, c: &Client) -> StoreResult<()> {

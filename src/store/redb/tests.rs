@@ -62,6 +62,7 @@ fn writer(dir: &tempfile::TempDir, db: &Arc<Database>) -> (Writer, Arc<AtomicU64
     let commits = Arc::new(AtomicU64::new(0));
     let w = Writer::new(
         db.clone(),
+        Arc::new(EndIndex::default()),
         wal,
         1,
         commits.clone(),
@@ -215,7 +216,10 @@ fn a_failing_op_does_not_fail_its_batch() {
     // Replayed on an empty database, the log gives what the writer gave.
     let other = tempfile::tempdir().unwrap();
     let fresh = bare_db(&other);
-    assert_eq!(recover(&fresh, &mut wal, found).unwrap(), 3);
+    assert_eq!(
+        recover(&fresh, &EndIndex::default(), &mut wal, found).unwrap(),
+        3
+    );
     let rt = fresh.begin_read().unwrap();
     let clients = rt.open_table(CLIENTS).unwrap();
     assert!(load_client(&clients, "a").unwrap().is_some());
@@ -393,7 +397,7 @@ async fn json_records_of_older_files_still_work() {
     // Replace the records with JSON, as an older version wrote them.
     let txn = store.inner.db.begin_write().unwrap();
     {
-        let mut t = Tables::open(&txn).unwrap();
+        let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
         let json = serde_json::to_vec(&s).unwrap();
         t.sessions()
             .unwrap()
@@ -520,7 +524,7 @@ async fn store_with_owner() -> (tempfile::TempDir, RedbStore, Client) {
 
 fn row_counts(store: &RedbStore) -> Vec<u64> {
     let txn = store.inner.db.begin_write().unwrap();
-    let mut t = Tables::open(&txn).unwrap();
+    let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
     let counts = vec![
         t.sessions().unwrap().len().unwrap(),
         t.by_subject().unwrap().len().unwrap(),
@@ -535,6 +539,7 @@ fn row_counts(store: &RedbStore) -> Vec<u64> {
         t.audit().unwrap().len().unwrap(),
         t.grants().unwrap().len().unwrap(),
         t.grants_by_expiry().unwrap().len().unwrap(),
+        t.ends().unwrap().len().unwrap(),
     ];
     drop(t);
     txn.abort().unwrap();
@@ -587,7 +592,7 @@ async fn sweeping_everything_leaves_no_index_rows() {
     }
     assert!(row_counts(&store).iter().all(|&n| n > 0));
     while store.sweep(1_000_000, 1_000_000, 7).await.unwrap().total() > 0 {}
-    assert_eq!(row_counts(&store), vec![0; 13]);
+    assert_eq!(row_counts(&store), vec![0; 14]);
 }
 
 /// The time-ordered rows of a session: (live index, delete queue), the
@@ -877,7 +882,8 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
     // The checkpoint holds op 1 (the client) and says so.
     {
         let txn = db.begin_write().unwrap();
-        let mut t = Tables::open(&txn).unwrap();
+        let no_ends = EndIndex::default();
+        let mut t = Tables::open(&txn, &no_ends).unwrap();
         insert_client(&mut t, &owner).unwrap();
         t.meta().unwrap().insert(WAL_SEQ, 1).unwrap();
         drop(t);
@@ -905,7 +911,8 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
     let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
     assert_eq!(found.records.len(), 3);
     assert!(found.unreadable > 0, "the torn record");
-    assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
+    let ends = EndIndex::default();
+    assert_eq!(recover(&db, &ends, &mut wal, found).unwrap(), 4);
     assert_eq!(log_position(&db), Some(3));
     assert_eq!(wal.len(), 0, "the log is emptied once replayed");
     assert_eq!(std::fs::metadata(wal.path()).unwrap().len(), 0);
@@ -914,16 +921,23 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
         "a torn end is what a crash leaves: nothing to keep"
     );
     let rt = db.begin_read().unwrap();
-    let stored = load_session(&rt.open_table(SESSIONS).unwrap(), s.id.as_bytes())
+    let stored = read_session(&rt, &ends, &s.id).unwrap().unwrap();
+    assert_eq!(stored.ended, Some(ended));
+    assert_eq!(stored.delete_after, 9000);
+    // Layout 5: the end is a row of its own; the record is as it was.
+    let record = load_session(&rt.open_table(SESSIONS).unwrap(), s.id.as_bytes())
         .unwrap()
         .unwrap();
-    assert_eq!(stored.ended, Some(ended));
+    assert_eq!(record.ended, None);
     let revoked = read_active_revocations(&rt, 1000).unwrap();
     assert_eq!(revoked, vec![(s.id, s.access_cover_until)]);
     drop(rt);
     // Nothing is left to replay, and numbering goes on.
     let (mut wal, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
-    assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
+    assert_eq!(
+        recover(&db, &EndIndex::default(), &mut wal, found).unwrap(),
+        4
+    );
 }
 
 #[test]
@@ -945,7 +959,10 @@ fn a_log_with_whole_records_after_a_break_is_kept_aside() {
     let (mut wal, found) = Wal::open(&path).unwrap();
     let size = std::fs::metadata(&path).unwrap().len();
     assert_eq!(found.stray_seq, Some(3));
-    assert_eq!(recover(&db, &mut wal, found).unwrap(), 2);
+    assert_eq!(
+        recover(&db, &EndIndex::default(), &mut wal, found).unwrap(),
+        2
+    );
     assert_eq!(
         std::fs::metadata(dir.path().join("bare.wal.unreadable"))
             .map(|m| m.len())
@@ -968,7 +985,7 @@ fn a_log_that_skips_ops_is_refused() {
     let db = bare_db(&dir);
     let mut wal = write_log(&dir, &[(3, WriteOp::InsertClient(client("late")))]);
     let (_, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
-    match recover(&db, &mut wal, found) {
+    match recover(&db, &EndIndex::default(), &mut wal, found) {
         Err(StoreError::Corrupt { detail, .. }) => {
             assert!(detail.contains("ops 1 to 2 are missing"), "{detail}")
         }
@@ -1010,7 +1027,10 @@ fn a_database_closed_without_a_checkpoint_holds_its_batches_and_their_position()
     assert_eq!(log_position(&db), Some(3), "the unsynced commits were kept");
     let (mut wal, found) = Wal::open(&dir.path().join("bare.wal")).unwrap();
     assert_eq!(found.records.len(), 2, "the ops after the checkpoint");
-    assert_eq!(recover(&db, &mut wal, found).unwrap(), 4);
+    assert_eq!(
+        recover(&db, &EndIndex::default(), &mut wal, found).unwrap(),
+        4
+    );
     let rt = db.begin_read().unwrap();
     let sessions = rt.open_table(SESSIONS).unwrap();
     assert_eq!(load_session(&sessions, s.id.as_bytes()).unwrap(), Some(s));
@@ -1200,4 +1220,108 @@ async fn ends_of_one_second_keep_a_row_each() {
         assert_eq!(time_rows(&store, id), (vec![4600], vec![9000]));
     }
     assert_eq!(store.sweep(9000, 0, 100).await.unwrap().sessions, 5);
+}
+
+/// A reader takes a session as ended only once its own snapshot holds
+/// the end's row, whatever the index says by then.
+#[tokio::test]
+async fn a_reader_sees_an_end_only_once_its_snapshot_holds_it() {
+    let (_dir, store, owner) = store_with_owner().await;
+    let s = session(&owner.id, 1000);
+    store.create_session(&s, None).await.unwrap();
+    let before = store.inner.db.begin_read().unwrap();
+    store
+        .end_sessions(&[s.id], &logout(1100), 9000)
+        .await
+        .unwrap();
+    let old = read_session(&before, &store.inner.ends, &s.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.ended, None, "that snapshot predates the end");
+    let now = store.get_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(now.ended, Some(logout(1100)));
+    assert_eq!(now.delete_after, 9000);
+}
+
+/// Records of layouts before 5 say themselves that they ended.
+#[tokio::test]
+async fn sessions_ended_under_an_older_layout_stay_ended() {
+    let (_dir, store, owner) = store_with_owner().await;
+    let mut s = session(&owner.id, 1000);
+    let r = refresh(&s);
+    store.create_session(&s, Some(&r)).await.unwrap();
+    s.ended = Some(logout(1100));
+    s.delete_after = 9000;
+    // As a build of layout 4 ended it: the record rewritten, a deletion row.
+    let txn = store.inner.db.begin_write().unwrap();
+    {
+        let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
+        t.put_session(&s).unwrap();
+        t.queue_delete(9000, *s.id.as_bytes()).unwrap();
+    }
+    txn.commit().unwrap();
+    let got = store.get_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.ended, Some(logout(1100)));
+    let again = store.end_sessions(&[s.id], &logout(1200), 9000).await;
+    assert_eq!(again.unwrap(), vec![]);
+    let mut next = refresh(&s);
+    next.issued_at = 1200;
+    assert_eq!(
+        store
+            .rotate_refresh(&r.hash, &next, 1200, 1500)
+            .await
+            .unwrap(),
+        RotateOutcome::NotCurrent
+    );
+    assert!(store
+        .sessions_of_client(&owner.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.sweep(9000, 0, 100).await.unwrap().sessions, 1);
+    assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+}
+
+/// The index entry of a deleted session outlives it by the grace period,
+/// for readers whose snapshot still holds the record; then it goes.
+#[test]
+fn a_deleted_sessions_index_entry_goes_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let (mut w, _) = writer(&dir, &db);
+    let owner = client("owner");
+    let s = session(&owner.id, 1000);
+    let (first, _) = client_job(owner.clone());
+    let (create, _) = job(WriteOp::CreateSession {
+        session: s.clone(),
+        refresh: None,
+    });
+    let (end, _) = job(WriteOp::EndSessions {
+        ids: vec![s.id],
+        ended: logout(1100),
+        delete_after: 2000,
+    });
+    w.run_batch(vec![first, create, end]);
+    let indexed = |w: &Writer| w.ends.read().unwrap().contains_key(s.id.as_bytes());
+    assert!(indexed(&w));
+    let (sweep, answer) = job(WriteOp::Sweep {
+        now: 2000,
+        audit_before: 0,
+        batch: 100,
+    });
+    w.run_batch(vec![sweep]);
+    match answer.blocking_recv().unwrap().unwrap() {
+        Outcome::Swept(stats) => assert_eq!(stats.sessions, 1),
+        _ => panic!("a sweep answers with its stats"),
+    }
+    let rt = db.begin_read().unwrap();
+    assert_eq!(rt.open_table(ENDS).unwrap().len().unwrap(), 0);
+    assert!(indexed(&w), "kept for the grace period");
+    w.bury();
+    assert!(indexed(&w), "not yet due");
+    for (at, _) in w.graveyard.iter_mut() {
+        *at = at.checked_sub(END_INDEX_GRACE).unwrap();
+    }
+    w.bury();
+    assert!(!indexed(&w));
 }

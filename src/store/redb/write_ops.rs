@@ -91,7 +91,7 @@ pub(super) fn extend_access_cover(
     id: &SessionId,
     until: UnixTime,
 ) -> StoreResult<bool> {
-    match load_session(&*t.sessions()?, id.as_bytes())? {
+    match t.session(id.as_bytes())? {
         Some(s) if s.ended.is_none() => {
             raise_cover(t, s, until)?;
             Ok(true)
@@ -121,7 +121,7 @@ pub(super) fn rotate_refresh(
     if current.state != RefreshState::Current {
         return Ok(RotateOutcome::NotCurrent);
     }
-    let session = match load_session(&*t.sessions()?, current.session_id.as_bytes())? {
+    let session = match t.session(current.session_id.as_bytes())? {
         Some(s) if s.ended.is_none() => s,
         _ => return Ok(RotateOutcome::NotCurrent),
     };
@@ -151,7 +151,7 @@ pub(super) fn end_one(
     ended: &Ended,
     delete_after: UnixTime,
 ) -> StoreResult<Option<EndedSession>> {
-    let Some(mut s) = load_session(&*t.sessions()?, id.as_bytes())? else {
+    let Some(mut s) = t.session(id.as_bytes())? else {
         return Ok(None);
     };
     if s.ended.is_some() {
@@ -167,6 +167,9 @@ pub(super) fn end_one(
     s.ended = Some(ended.clone());
     let keep_until = delete_after.max(s.access_cover_until);
     t.set_delete_after(&mut s, keep_until)?;
+    // The record itself is left as it is (layout 5): the end is a row of
+    // its own, appended with the others of the batch.
+    t.append_end(*id.as_bytes(), ended, keep_until)?;
     if s.access_cover_until > ended.at {
         t.append_revoked(ended.at, *id.as_bytes(), s.access_cover_until)?;
     }
@@ -176,7 +179,6 @@ pub(super) fn end_one(
         subject: s.subject.clone(),
         ended: ended.clone(),
     })?;
-    t.put_session(&s)?;
     Ok(Some(EndedSession {
         id: s.id,
         client_id: s.client_id,
@@ -270,7 +272,7 @@ pub(super) fn swap_grant(
 /// that was ended later; or a live session of a layout-1 file, which was
 /// queued at its creation). Only the row goes.
 pub(super) fn delete_session(t: &mut Tables, at: UnixTime, id: Id) -> StoreResult<bool> {
-    match load_session(&*t.sessions()?, &id) {
+    match t.session(&id) {
         Ok(Some(s)) if s.delete_after != at => return Ok(false),
         Ok(Some(s)) => t.remove_indexes(&s)?,
         Ok(None) => {}
@@ -279,6 +281,7 @@ pub(super) fn delete_session(t: &mut Tables, at: UnixTime, id: Id) -> StoreResul
         }
         Err(e) => return Err(e),
     }
+    t.remove_end(id)?;
     Ok(t.sessions()?.remove(&id).ctx("remove session")?.is_some())
 }
 
@@ -333,7 +336,7 @@ pub(super) fn sweep_live(
         t.live()?
             .remove((expires_at, id))
             .ctx("remove live index")?;
-        match load_session(&*t.sessions()?, &id) {
+        match t.session(&id) {
             Ok(Some(s)) if s.ended.is_none() => {
                 t.queue_delete(s.delete_after, id)?;
                 expired += 1;

@@ -100,6 +100,9 @@ pub(super) enum BatchError {
 /// The writer's state.
 pub(super) struct Writer {
     db: Arc<Database>,
+    pub(super) ends: Arc<EndIndex>,
+    /// Deleted sessions whose [`EndIndex`] entries are yet to go.
+    pub(super) graveyard: std::collections::VecDeque<(Instant, Id)>,
     wal: Wal,
     /// The sequence number of the next logged op.
     next_seq: u64,
@@ -124,6 +127,7 @@ fn broken_error() -> StoreError {
 impl Writer {
     pub(super) fn new(
         db: Arc<Database>,
+        ends: Arc<EndIndex>,
         wal: Wal,
         next_seq: u64,
         commits: Arc<AtomicU64>,
@@ -131,6 +135,8 @@ impl Writer {
     ) -> Self {
         Self {
             db,
+            ends,
+            graveyard: std::collections::VecDeque::new(),
             wal,
             next_seq,
             unsaved: 0,
@@ -162,12 +168,15 @@ impl Writer {
         txn.set_durability(Durability::None)
             .ctx("set durability")
             .map_err(BatchError::Storage)?;
-        if let Err(e) = self.apply_all(&txn, batch) {
-            if let Err(abort) = txn.abort().ctx("abort write") {
-                tracing::warn!(error = %abort, "abort after a failed op failed");
+        let end_changes = match self.apply_all(&txn, batch) {
+            Ok(changes) => changes,
+            Err(e) => {
+                if let Err(abort) = txn.abort().ctx("abort write") {
+                    tracing::warn!(error = %abort, "abort after a failed op failed");
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         self.records.clear();
         let mut seq = self.next_seq;
         for job in batch.iter().filter(|j| j.changed()) {
@@ -197,11 +206,38 @@ impl Writer {
             return Err(BatchError::Storage(broken_error()));
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
+        // Before the answers: a caller told that its end is done finds it.
+        publish_ends(&self.ends, end_changes, Some(&mut self.graveyard));
         Ok(())
     }
 
-    fn apply_all(&self, txn: &WriteTransaction, batch: &mut [Job]) -> Result<(), BatchError> {
-        let mut tables = Tables::open(txn).map_err(BatchError::Storage)?;
+    /// Drops the [`EndIndex`] entries of sessions deleted more than
+    /// [`END_INDEX_GRACE`] ago.
+    pub(super) fn bury(&mut self) {
+        let due = |g: &std::collections::VecDeque<(Instant, Id)>| {
+            g.front()
+                .is_some_and(|(at, _)| at.elapsed() >= END_INDEX_GRACE)
+        };
+        if !due(&self.graveyard) {
+            return;
+        }
+        let mut map = self
+            .ends
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while due(&self.graveyard) {
+            if let Some((_, id)) = self.graveyard.pop_front() {
+                map.remove(&id);
+            }
+        }
+    }
+
+    fn apply_all(
+        &self,
+        txn: &WriteTransaction,
+        batch: &mut [Job],
+    ) -> Result<EndChanges, BatchError> {
+        let mut tables = Tables::open(txn, &self.ends).map_err(BatchError::Storage)?;
         for job in batch.iter_mut() {
             if let Err(e) = job.apply(&mut tables) {
                 tracing::warn!(op = job.op.name(), error = %e, "write op failed; transaction aborted");
@@ -218,7 +254,7 @@ impl Writer {
                 })
                 .map_err(BatchError::Storage)?;
         }
-        Ok(())
+        Ok(std::mem::take(&mut tables.end_changes))
     }
 
     /// Runs a batch; if one op fails, the others are retried one per
@@ -318,6 +354,7 @@ impl Writer {
             if self.checkpoint_due() {
                 self.checkpoint();
             }
+            self.bury();
         }
         self.checkpoint();
         // A clean stop leaves an empty file.
