@@ -278,9 +278,15 @@ fn recover(db: &Database, ends: &EndIndex, wal: &mut Wal, found: Recovered) -> S
                 .ctx("write log position")?;
             std::mem::take(&mut tables.end_changes)
         };
+        let removed = publish_ends(ends, changes);
         txn.commit().ctx("commit replayed writes")?;
         // No reader yet: deleted sessions leave the index at once.
-        publish_ends(ends, changes, None);
+        let mut map = ends
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in removed {
+            map.remove(&id);
+        }
         tracing::info!(
             ops = pending.len(),
             wal = %wal.path().display(),
@@ -308,32 +314,17 @@ fn load_end_index(db: &Database) -> StoreResult<EndIndex> {
     Ok(std::sync::RwLock::new(index))
 }
 
-/// Puts a committed transaction's [`EndChanges`] into `index`. The
-/// entries of deleted sessions go into `graveyard`, to leave the index
-/// after [`END_INDEX_GRACE`] (see [`EndIndex`]); without one, at once.
-fn publish_ends(
-    index: &EndIndex,
-    changes: EndChanges,
-    graveyard: Option<&mut std::collections::VecDeque<(std::time::Instant, Id)>>,
-) {
-    if changes.added.is_empty() && changes.removed.is_empty() {
-        return;
+/// Puts the new ends of a logged transaction into `index`, and returns
+/// the sessions it deleted: their entries are for the caller to remove
+/// once no reader needs them (see [`EndIndex`]).
+fn publish_ends(index: &EndIndex, changes: EndChanges) -> Vec<Id> {
+    if !changes.added.is_empty() {
+        index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(changes.added);
     }
-    let mut map = index
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    map.extend(changes.added);
-    match graveyard {
-        Some(graveyard) => {
-            let now = std::time::Instant::now();
-            graveyard.extend(changes.removed.into_iter().map(|id| (now, id)));
-        }
-        None => {
-            for id in changes.removed {
-                map.remove(&id);
-            }
-        }
-    }
+    changes.removed
 }
 
 /// The shortest interval between checkpoints [`RedbStore::open_with`]
@@ -453,7 +444,8 @@ impl RedbStore {
     /// blocking pool, as [`RedbStore::read`] does for scans, costs two
     /// thread wake-ups, which under load took more CPU than the lookup
     /// itself (`bench/profile 10 revoke`). A read transaction never waits
-    /// for the writer's commit.
+    /// for the writer's commit (the writer locks the index of ends only
+    /// to add a batch's ends, or to drop those of sessions long deleted).
     fn lookup<T>(&self, run: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
         let rt = self.inner.db.begin_read().ctx("begin read")?;
         run(&rt)

@@ -42,10 +42,10 @@ pub(super) const ENDS: TableDefinition<(i64, u64), EndRow> = TableDefinition::ne
 pub(super) type EndRow = (Id, i64, Bytes);
 
 /// Where the [`ENDS`] row of each ended session is, by session id: built
-/// from the table at open, kept in step by the writer after each commit,
-/// read by every read of a session. Memory: one entry (about 40 bytes)
-/// per ended session until it is deleted (`ended_session_retention_seconds`
-/// after its end).
+/// from the table at open, kept in step by the writer as each transaction
+/// is logged (before its commit), read by every read of a session. Memory: one entry (32 bytes, 40–80
+/// with the hash table's slack) per ended session until it is deleted
+/// (`ended_session_retention_seconds` after its end).
 ///
 /// A reader takes a session as ended only if the row the index names is
 /// in its own snapshot, so an entry published before or after the commit
@@ -53,8 +53,10 @@ pub(super) type EndRow = (Id, i64, Bytes);
 /// stay for [`END_INDEX_GRACE`], so that a reader whose snapshot still
 /// holds the record still finds its end.
 pub(super) type EndIndex = std::sync::RwLock<std::collections::HashMap<Id, (i64, u64)>>;
-/// How long the entry of a deleted session stays in [`EndIndex`].
-pub(super) const END_INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the entry of a deleted session stays in [`EndIndex`]: far
+/// longer than any read transaction (a point lookup takes microseconds,
+/// a scan of a million sessions about a second).
+pub(super) const END_INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
@@ -476,8 +478,9 @@ impl<'t> Tables<'t> {
         let Some(mut s) = load_session(&*self.sessions()?, id)? else {
             return Ok(None);
         };
-        let key = self.end_key(id);
-        merge_end(&*self.ends()?, key, &mut s)?;
+        if let Some(key) = self.end_key(id).filter(|_| s.ended.is_none()) {
+            merge_end(&*self.ends()?, Some(key), &mut s)?;
+        }
         Ok(Some(s))
     }
 

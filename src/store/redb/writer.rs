@@ -201,13 +201,18 @@ impl Writer {
             self.unsaved += took;
         }
         // Logged: from here the ops stand, whatever happens to this commit.
+        // The new ends are published before the commit, so that no
+        // snapshot holds an end's other rows without the end (readers
+        // take an entry whose row their snapshot lacks as no end yet).
+        let removed = publish_ends(&self.ends, end_changes);
         if let Err(e) = txn.commit() {
             self.poison("committing a logged batch failed", &e);
             return Err(BatchError::Storage(broken_error()));
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
-        // Before the answers: a caller told that its end is done finds it.
-        publish_ends(&self.ends, end_changes, Some(&mut self.graveyard));
+        let now = Instant::now();
+        self.graveyard
+            .extend(removed.into_iter().map(|id| (now, id)));
         Ok(())
     }
 
@@ -229,6 +234,11 @@ impl Writer {
             if let Some((_, id)) = self.graveyard.pop_front() {
                 map.remove(&id);
             }
+        }
+        // A hash table keeps its largest size: give back what a wave of
+        // ends left behind.
+        if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+            map.shrink_to_fit();
         }
     }
 
