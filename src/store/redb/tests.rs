@@ -382,6 +382,23 @@ fn stored_format(store: &RedbStore, id: &SessionId, hash: &TokenHash) -> (u8, u8
     )
 }
 
+/// Rotates `old` to a new refresh token of `s` issued at `at`.
+async fn rotate_at(
+    store: &RedbStore,
+    s: &Session,
+    old: &TokenHash,
+    at: UnixTime,
+    access_exp: UnixTime,
+) -> (RefreshRecord, RotateOutcome) {
+    let mut next = refresh(s);
+    next.issued_at = at;
+    let outcome = store
+        .rotate_refresh(old, &next, at, access_exp)
+        .await
+        .unwrap();
+    (next, outcome)
+}
+
 /// Files written before the compact format hold JSON records: they
 /// read, rotate, end and list as before, and are rewritten compact.
 #[tokio::test]
@@ -420,15 +437,8 @@ async fn json_records_of_older_files_still_work() {
         .unwrap();
     assert_eq!(listed, vec![s.clone()]);
 
-    let mut next = refresh(&s);
-    next.issued_at = 1100;
-    assert_eq!(
-        store
-            .rotate_refresh(&r.hash, &next, 1100, 1400)
-            .await
-            .unwrap(),
-        RotateOutcome::Rotated
-    );
+    let (next, rotated) = rotate_at(&store, &s, &r.hash, 1100, 1400).await;
+    assert_eq!(rotated, RotateOutcome::Rotated);
     let retired = store.get_refresh(&r.hash).await.unwrap().unwrap();
     assert_eq!(
         retired.state,
@@ -1264,15 +1274,8 @@ async fn sessions_ended_under_an_older_layout_stay_ended() {
     assert_eq!(got.ended, Some(logout(1100)));
     let again = store.end_sessions(&[s.id], &logout(1200), 9000).await;
     assert_eq!(again.unwrap(), vec![]);
-    let mut next = refresh(&s);
-    next.issued_at = 1200;
-    assert_eq!(
-        store
-            .rotate_refresh(&r.hash, &next, 1200, 1500)
-            .await
-            .unwrap(),
-        RotateOutcome::NotCurrent
-    );
+    let (_, rotated) = rotate_at(&store, &s, &r.hash, 1200, 1500).await;
+    assert_eq!(rotated, RotateOutcome::NotCurrent);
     assert!(store
         .sessions_of_client(&owner.id)
         .await
