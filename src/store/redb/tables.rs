@@ -43,9 +43,9 @@ pub(super) type EndRow = (Id, i64, Bytes);
 
 /// Where the [`ENDS`] row of each ended session is, by session id: built
 /// from the table at open, kept in step by the writer as each transaction
-/// is logged (before its commit), read by every read of a session. Memory: one entry (32 bytes, 40–80
-/// with the hash table's slack) per ended session until it is deleted
-/// (`ended_session_retention_seconds` after its end).
+/// is logged (before its commit), read by every read of a session.
+/// Memory: one entry (32 bytes, 40–80 with the hash table's slack) per
+/// ended session, until [`END_INDEX_GRACE`] after the session is deleted.
 ///
 /// A reader takes a session as ended only if the row the index names is
 /// in its own snapshot, so an entry published before or after the commit
@@ -201,16 +201,13 @@ pub(super) fn load_session(
 }
 
 /// Completes a session record with its end, if `key` names an [`ENDS`]
-/// row of this session in `ends` (records of layouts before 5 say
-/// themselves that they ended).
+/// row of this session in `ends`. Callers look only for records that do
+/// not say themselves that they ended (as those of layouts before 5 do).
 pub(super) fn merge_end(
     ends: &impl ReadableTable<(i64, u64), EndRow>,
-    key: Option<(i64, u64)>,
+    key: (i64, u64),
     s: &mut Session,
 ) -> StoreResult<()> {
-    let Some(key) = key.filter(|_| s.ended.is_none()) else {
-        return Ok(());
-    };
     if let Some(row) = ends.get(key).ctx("read end")? {
         let (id, delete_after, ended) = row.value();
         if id == *s.id.as_bytes() {
@@ -232,23 +229,35 @@ pub(super) fn end_key(index: &EndIndex, id: &Id) -> Option<(i64, u64)> {
 
 /// Sessions as a read transaction sees them, ends included.
 pub(super) struct SessionReads<'a> {
+    rt: &'a ReadTransaction,
     pub(super) sessions: ReadOnlyTable<Id, Bytes>,
-    ends: ReadOnlyTable<(i64, u64), EndRow>,
+    /// Opened for the first session that has an end.
+    ends: std::cell::OnceCell<ReadOnlyTable<(i64, u64), EndRow>>,
     index: &'a EndIndex,
 }
 
 impl<'a> SessionReads<'a> {
-    pub(super) fn open(rt: &ReadTransaction, index: &'a EndIndex) -> StoreResult<Self> {
+    pub(super) fn open(rt: &'a ReadTransaction, index: &'a EndIndex) -> StoreResult<Self> {
         Ok(Self {
+            rt,
             sessions: rt.open_table(SESSIONS).ctx("open sessions")?,
-            ends: rt.open_table(ENDS).ctx("open ends")?,
+            ends: std::cell::OnceCell::new(),
             index,
         })
     }
 
     pub(super) fn complete(&self, mut s: Session) -> StoreResult<Session> {
-        let key = end_key(self.index, s.id.as_bytes());
-        merge_end(&self.ends, key, &mut s)?;
+        let Some(key) = end_key(self.index, s.id.as_bytes()).filter(|_| s.ended.is_none()) else {
+            return Ok(s);
+        };
+        let ends = match self.ends.get() {
+            Some(ends) => ends,
+            None => {
+                let opened = self.rt.open_table(ENDS).ctx("open ends")?;
+                self.ends.get_or_init(|| opened)
+            }
+        };
+        merge_end(ends, key, &mut s)?;
         Ok(s)
     }
 
@@ -368,7 +377,7 @@ pub(super) struct Tables<'t> {
     /// The ends committed before this transaction.
     end_index: &'t EndIndex,
     /// What this transaction changes in [`EndIndex`], published by the
-    /// writer once it has committed.
+    /// writer once the transaction is logged.
     pub(super) end_changes: EndChanges,
 }
 
@@ -479,7 +488,7 @@ impl<'t> Tables<'t> {
             return Ok(None);
         };
         if let Some(key) = self.end_key(id).filter(|_| s.ended.is_none()) {
-            merge_end(&*self.ends()?, Some(key), &mut s)?;
+            merge_end(&*self.ends()?, key, &mut s)?;
         }
         Ok(Some(s))
     }
