@@ -156,11 +156,48 @@ pub trait ChangeFeed: Send + 'static {
     fn sync(&mut self) -> u64;
 }
 
+/// CPU work that is part of answering a write (signing the token it
+/// issues), which the store may run while the write waits for the disk
+/// ([`Store::offload`]). Whoever takes it first runs it: the store, or
+/// the caller once its write is done.
+#[derive(Clone)]
+pub struct Work(std::sync::Arc<std::sync::Mutex<Option<Task>>>);
+
+type Task = Box<dyn FnOnce() + Send + 'static>;
+
+impl Work {
+    pub fn new(work: impl FnOnce() + Send + 'static) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(Box::new(
+            work,
+        )))))
+    }
+
+    /// Runs the work, unless it was taken already.
+    pub fn run(&self) {
+        let work = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(work) = work {
+            work();
+        }
+    }
+}
+
 /// Every write returns only once it is durable (fsync'd or committed).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Is the backend reachable and writable?
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Offers `work` to run on the store's own thread while a write waits
+    /// for the disk; whether it was taken. Either way the caller runs it
+    /// (see [`Work::run`]) once its write is done, in case the store did
+    /// not get to it. The default takes nothing.
+    fn offload(&self, _work: &Work) -> bool {
+        false
+    }
 
     /// For a store that other nodes write too: a feed of their changes.
     /// `None` for a store this process owns alone (the embedded one).

@@ -178,13 +178,33 @@ impl Engine {
         now: UnixTime,
         exp: UnixTime,
     ) -> EngineResult<(T, String)> {
-        // `join!` polls in order: the write is queued before the signing runs.
-        let (written, token) = tokio::join!(write, async { self.sign_access(session, now, exp) });
+        let claims = self.access_claims(session, now, exp);
+        let keys = self.keys.clone();
+        let (signed, token) = tokio::sync::oneshot::channel();
+        let sign = crate::store::Work::new(move || {
+            let _ = signed.send(keys.sign("at+jwt", &claims));
+        });
+        // The embedded store's writer may sign while the write waits for
+        // the disk, on a core the request's workers are not using: then
+        // the signature is made here only if it did not get to it.
+        // Otherwise it is made here while the write is under way (`join!`
+        // polls in order: the write is queued first).
+        let (written, token) = if self.store.offload(&sign) {
+            let written = write.await;
+            sign.run();
+            (written, token.await)
+        } else {
+            tokio::join!(write, async {
+                sign.run();
+                token.await
+            })
+        };
+        let token = token.map_err(|_| EngineError::Internal("the token was not signed".into()))?;
         Ok((written?, token?))
     }
 
     /// What a grant hands back, with `access_token` signed by
-    /// [`Engine::sign_access`] for `session` until `access_exp`.
+    /// [`Engine::write_and_sign`] for `session` until `access_exp`.
     pub(super) fn issued(
         &self,
         session: &Session,
@@ -205,12 +225,13 @@ impl Engine {
         }
     }
 
-    pub(super) fn sign_access(
+    /// The claims of `session`'s access token, valid from `now` to `exp`.
+    fn access_claims(
         &self,
         session: &Session,
         now: UnixTime,
         exp: UnixTime,
-    ) -> EngineResult<String> {
+    ) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::Value;
         // Dialect claims first, so the claims the engine relies on always win.
         let mut claims = session.token_claims.clone();
@@ -227,7 +248,7 @@ impl Engine {
         if !session.scope.is_empty() {
             claims.insert("scope".into(), Value::from(session.scope.as_str()));
         }
-        Ok(self.keys.sign("at+jwt", &claims)?)
+        claims
     }
 
     /// Verify an access token: signature, issuer, expiry, then the

@@ -114,6 +114,9 @@ struct Inner {
     commits: Arc<AtomicU64>,
     /// See [`Writer`]: set after a storage error that a restart repairs.
     broken: Arc<AtomicBool>,
+    /// Whether the writer's log appends run in the background, so that
+    /// work handed over ([`Store::offload`]) fills their wait.
+    offload: bool,
 }
 
 impl Drop for Inner {
@@ -392,6 +395,7 @@ impl RedbStore {
             tracing::error!(error = %e, "cannot start redb checkpoint ticker");
             StoreError::Unavailable(format!("start ticker: {e}"))
         })?;
+        let offload = wal.appends_in_background();
         let writer = {
             let mut w = Writer::new(
                 db.clone(),
@@ -417,6 +421,7 @@ impl RedbStore {
             writer: Some(writer),
             commits,
             broken,
+            offload,
         };
         Ok(RedbStore {
             inner: Arc::new(inner),
@@ -470,6 +475,19 @@ impl RedbStore {
 
 #[async_trait]
 impl Store for RedbStore {
+    /// Taken only where log appends run in the background (io_uring): the
+    /// writer runs such work while its next append is on its way to the
+    /// disk, on a core that would otherwise wait, and stops when the disk
+    /// is done.
+    fn offload(&self, work: &crate::store::Work) -> bool {
+        self.inner.offload
+            && self
+                .inner
+                .queue
+                .as_ref()
+                .is_some_and(|q| q.try_send(Msg::Meanwhile(work.clone())).is_ok())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         if self.inner.queue.as_ref().is_none_or(|q| q.is_closed()) {
             return Err(writer_gone());

@@ -313,6 +313,58 @@ async fn group_commit_batches_concurrent_writes() {
     }
 }
 
+/// Work handed to the writer runs exactly once: on the writer while a
+/// log append is under way, or by the caller afterwards, never both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offloaded_work_runs_once_whoever_takes_it() {
+    use crate::store::Work;
+    use std::sync::atomic::AtomicUsize;
+    let (_dir, store, owner) = store_with_owner().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (store, s, runs) = (store.clone(), session(&owner.id, 1000 + i), runs.clone());
+            tokio::spawn(async move {
+                let work = Work::new(move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                });
+                let offered = store.offload(&work);
+                store.create_session(&s, None).await.unwrap();
+                work.run();
+                offered
+            })
+        })
+        .collect();
+    let mut offered = 0;
+    for t in tasks {
+        offered += usize::from(t.await.unwrap());
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 200);
+    // Offered wherever the log appends in the background (io_uring).
+    assert_eq!(offered > 0, store.inner.offload);
+}
+
+/// A batch that logs nothing (every op refused) leaves handed-over work
+/// to its callers.
+#[tokio::test]
+async fn work_of_a_batch_that_logs_nothing_stays_with_its_caller() {
+    use crate::store::Work;
+    use std::sync::atomic::AtomicUsize;
+    let (_dir, store, _owner) = store_with_owner().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let work = Work::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    store.offload(&work);
+    // A session of a client that does not exist: refused, nothing logged.
+    let orphan = session(&ClientId::parse("nobody").unwrap(), 1000);
+    assert!(store.create_session(&orphan, None).await.is_err());
+    work.run();
+    work.run();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

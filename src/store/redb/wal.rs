@@ -87,6 +87,24 @@ pub(super) struct Wal {
     /// Bytes written to the file: records, and zeros or old records after
     /// them.
     reserved: u64,
+    /// Where appends go without waiting (Linux, where io_uring is
+    /// allowed): see [`Wal::begin_append`].
+    #[cfg(target_os = "linux")]
+    ring: Option<io_uring::IoUring>,
+    /// The append begun and not yet finished.
+    pending: Option<Pending>,
+}
+
+/// An append between [`Wal::begin_append`] and [`Wal::finish_append`]:
+/// its bytes are `staging[start..start + n]`.
+struct Pending {
+    start: usize,
+    n: usize,
+    records: usize,
+    padded: u64,
+    /// `None` while the kernel holds it (in the ring); the outcome of a
+    /// write made at once otherwise.
+    done: Option<std::io::Result<()>>,
 }
 
 fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
@@ -273,6 +291,31 @@ fn open_appends(path: &Path, direct: bool) -> std::io::Result<(Option<File>, boo
     }
 }
 
+/// The io_uring that appends go through without waiting, where the
+/// kernel allows one (containers may forbid io_uring).
+#[cfg(target_os = "linux")]
+fn open_ring(path: &Path) -> Option<io_uring::IoUring> {
+    match io_uring::IoUring::new(4) {
+        Ok(ring) => Some(ring),
+        Err(e) => {
+            tracing::info!(wal = %path.display(), error = %e, "io_uring is not available; the writer waits for each write-ahead log append");
+            None
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // The kernel may still be reading the staging buffer: wait for it
+        // before the buffer is freed.
+        if let Some(pending) = self.pending.take() {
+            if pending.done.is_none() {
+                let _ = self.reap(&pending);
+            }
+        }
+    }
+}
+
 impl Wal {
     /// Opens the log at `path`, creating it (owner-only) if missing, and
     /// reads what it holds.
@@ -292,6 +335,11 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let found = read_records(&bytes);
+        #[cfg(target_os = "linux")]
+        let ring = match &appends {
+            Some(_) => open_ring(path),
+            None => None,
+        };
         let wal = Self {
             file,
             appends,
@@ -300,6 +348,9 @@ impl Wal {
             path: path.to_owned(),
             len: align_up(found.end),
             reserved: bytes.len() as u64,
+            #[cfg(target_os = "linux")]
+            ring,
+            pending: None,
         };
         Ok((wal, found))
     }
@@ -356,6 +407,33 @@ impl Wal {
     /// boundary, padded with zeros to the one after, and waits until they
     /// are on disk. Returns the bytes the append took in the file.
     pub(super) fn append_durably(&mut self, records: &[u8]) -> std::io::Result<u64> {
+        self.begin_append(records)?;
+        self.finish_append()
+    }
+
+    /// Whether [`Wal::begin_append`] returns before the disk is done, so
+    /// that the caller can work meanwhile.
+    pub(super) fn appends_in_background(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.ring.is_some()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Starts [`Wal::append_durably`]: with io_uring the write is handed
+    /// to the kernel and this returns at once; otherwise it is made here.
+    /// Either way [`Wal::finish_append`] says how it went, and nothing
+    /// else may be appended before it.
+    pub(super) fn begin_append(&mut self, records: &[u8]) -> std::io::Result<()> {
+        if self.pending.is_some() {
+            return Err(std::io::Error::other(
+                "an append to the write-ahead log is already under way",
+            ));
+        }
         let padded = align_up(records.len() as u64);
         self.reserve(self.len + padded)?;
         let n = padded as usize;
@@ -374,32 +452,145 @@ impl Wal {
             .ok_or_else(|| std::io::Error::other("no aligned buffer for the write-ahead log"))?;
         out[..records.len()].copy_from_slice(records);
         out[records.len()..].fill(0);
-        match &self.appends {
-            Some(synced) => match write_at(synced, out, self.len) {
-                // EINVAL: direct I/O refused after all.
-                Err(e) if self.direct && e.kind() == std::io::ErrorKind::InvalidInput => {
-                    // Direct I/O refused after all (an alignment this
-                    // device wants and this code does not give): nothing
-                    // was written; from now on appends are buffered.
-                    tracing::warn!(
-                        wal = %self.path.display(),
-                        error = %e,
-                        "direct writes to the write-ahead log were refused; appending through the page cache"
-                    );
-                    let (appends, _) = open_appends(&self.path, false)?;
-                    self.appends = appends;
-                    self.direct = false;
-                    return self.append_durably(records);
+        let mut pending = Pending {
+            start,
+            n,
+            records: records.len(),
+            padded,
+            done: None,
+        };
+        #[cfg(target_os = "linux")]
+        if let (Some(ring), Some(synced)) = (&mut self.ring, &self.appends) {
+            use std::os::unix::io::AsRawFd;
+            let write = io_uring::opcode::Write::new(
+                io_uring::types::Fd(synced.as_raw_fd()),
+                out.as_ptr(),
+                n as u32,
+            )
+            .offset(self.len)
+            .build();
+            // SAFETY: the kernel reads `staging[start..start + n]` until the
+            // write completes. Nothing writes to or frees `staging` before
+            // that completion is reaped: the next append refuses to start
+            // while this one is pending, `finish_append` reaps it first,
+            // and dropping the log reaps it too (`Drop for Wal`).
+            let pushed = unsafe { ring.submission().push(&write) };
+            if pushed.is_ok() && ring.submit().is_ok() {
+                self.pending = Some(pending);
+                return Ok(());
+            }
+            // The ring is full or refused the submission: nothing is in
+            // flight (a failed submit leaves the entry unconsumed, and it
+            // is dropped with the ring); appends are made here from now on.
+            tracing::warn!(wal = %self.path.display(), "io_uring refused a write-ahead log append; appending synchronously");
+            self.ring = None;
+        }
+        pending.done = Some(match &self.appends {
+            Some(synced) => write_at(synced, out, self.len),
+            None => write_at(&self.file, out, self.len).and_then(|()| self.file.sync_data()),
+        });
+        self.pending = Some(pending);
+        Ok(())
+    }
+
+    /// Whether the append under way, if any, is done (without waiting).
+    pub(super) fn append_settled(&mut self) -> bool {
+        match &self.pending {
+            Some(Pending { done: None, .. }) => {
+                #[cfg(target_os = "linux")]
+                {
+                    self.ring
+                        .as_mut()
+                        .is_none_or(|ring| !ring.completion().is_empty())
                 }
-                written => written?,
-            },
-            None => {
-                write_at(&self.file, out, self.len)?;
-                self.file.sync_data()?;
+                #[cfg(not(target_os = "linux"))]
+                {
+                    true
+                }
+            }
+            _ => true,
+        }
+    }
+
+    /// Waits for the append [`Wal::begin_append`] started to be on disk.
+    /// Returns the bytes it took in the file.
+    pub(super) fn finish_append(&mut self) -> std::io::Result<u64> {
+        let Some(mut pending) = self.pending.take() else {
+            return Err(std::io::Error::other(
+                "no append to the write-ahead log is under way",
+            ));
+        };
+        let written = match pending.done.take() {
+            Some(done) => done,
+            None => self.reap(&pending),
+        };
+        match written {
+            // EINVAL: direct I/O refused after all (an alignment this
+            // device wants and this code does not give): nothing was
+            // written; from now on appends are buffered.
+            Err(e) if self.direct && e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::warn!(
+                    wal = %self.path.display(),
+                    error = %e,
+                    "direct writes to the write-ahead log were refused; appending through the page cache"
+                );
+                let (appends, _) = open_appends(&self.path, false)?;
+                self.appends = appends;
+                self.direct = false;
+                #[cfg(target_os = "linux")]
+                {
+                    self.ring = None;
+                }
+                let records = self.staging[pending.start..pending.start + pending.records].to_vec();
+                self.append_durably(&records)
+            }
+            Err(e) => Err(e),
+            Ok(()) => {
+                self.len += pending.padded;
+                Ok(pending.padded)
             }
         }
-        self.len += padded;
-        Ok(padded)
+    }
+
+    /// Waits for the kernel to finish `pending`'s write.
+    #[cfg(target_os = "linux")]
+    fn reap(&mut self, pending: &Pending) -> std::io::Result<()> {
+        let ring = self
+            .ring
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the write-ahead log's ring is gone"))?;
+        let completion = loop {
+            if let Some(c) = ring.completion().next() {
+                break c;
+            }
+            match ring.submit_and_wait(1) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => {
+                    other?;
+                }
+            }
+        };
+        let result = completion.result();
+        if result < 0 {
+            return Err(std::io::Error::from_raw_os_error(-result));
+        }
+        // A short write (not seen with direct I/O to a file): the rest is
+        // written here.
+        let done = (result as usize).min(pending.n);
+        if done < pending.n {
+            let synced = self
+                .appends
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("no append handle"))?;
+            let rest = &self.staging[pending.start + done..pending.start + pending.n];
+            write_at(synced, rest, self.len + done as u64)?;
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn reap(&mut self, _pending: &Pending) -> std::io::Result<()> {
+        Err(std::io::Error::other("no asynchronous appends here"))
     }
 
     /// Empties the log, once a durable commit holds everything in it: the
@@ -598,6 +789,44 @@ mod tests {
         for direct in [true, false] {
             appends_survive_reopening_and_clearing_empties_in(direct);
         }
+    }
+
+    /// An append begun is finished before the next, and one left in
+    /// flight when the log is dropped still reaches the file.
+    #[test]
+    fn an_append_is_begun_then_finished_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.begin_append(&log(&[(1, b"a")])).unwrap();
+        assert!(wal.begin_append(&log(&[(2, b"b")])).is_err());
+        assert_eq!(wal.finish_append().unwrap(), BLOCK as u64);
+        assert!(wal.append_settled());
+        assert!(wal.finish_append().is_err(), "nothing is under way");
+        wal.begin_append(&log(&[(2, b"b")])).unwrap();
+        drop(wal);
+        let (_, found) = Wal::open(&path).unwrap();
+        assert_eq!(found.records, vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
+    }
+
+    /// Without io_uring (a kernel or container that forbids it) an append
+    /// is made at once and the writer is told so.
+    #[test]
+    fn without_a_ring_appends_are_made_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        #[cfg(target_os = "linux")]
+        {
+            wal.ring = None;
+        }
+        assert!(!wal.appends_in_background());
+        wal.begin_append(&log(&[(1, b"a")])).unwrap();
+        assert!(wal.append_settled());
+        wal.finish_append().unwrap();
+        drop(wal);
+        let (_, found) = Wal::open(&path).unwrap();
+        assert_eq!(found.records, vec![(1, b"a".to_vec())]);
     }
 
     fn appends_survive_reopening_and_clearing_empties_in(direct: bool) {

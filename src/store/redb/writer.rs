@@ -85,6 +85,9 @@ impl Job {
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Msg {
     Write(Job),
+    /// Work a caller handed over ([`crate::store::Store::offload`]), run
+    /// while the next log append is on its way to the disk.
+    Meanwhile(crate::store::Work),
     /// From the ticker: checkpoint if one is due.
     Tick,
 }
@@ -116,6 +119,8 @@ pub(super) struct Writer {
     /// log.
     broken: Arc<AtomicBool>,
     records: Vec<u8>,
+    /// Handed-over work for the next log append's wait.
+    meanwhile: Vec<crate::store::Work>,
 }
 
 fn broken_error() -> StoreError {
@@ -145,6 +150,7 @@ impl Writer {
             commits,
             broken,
             records: Vec::new(),
+            meanwhile: Vec::new(),
         }
     }
 
@@ -185,7 +191,12 @@ impl Writer {
         }
         if seq > self.next_seq {
             let started = Instant::now();
-            let took = match self.wal.append_durably(&self.records) {
+            // With an append that runs in the background, the handed-over
+            // work (signing the batch's tokens) runs while the disk writes.
+            let took = match self.wal.begin_append(&self.records).and_then(|()| {
+                self.work_while_appending();
+                self.wal.finish_append()
+            }) {
                 Ok(took) => took,
                 Err(e) => {
                     // What reached the disk is unknown: stop, and let a
@@ -214,6 +225,21 @@ impl Writer {
         self.graveyard
             .extend(removed.into_iter().map(|id| (now, id)));
         Ok(())
+    }
+
+    /// Runs handed-over work until the log append under way is on disk;
+    /// what is left goes back to its callers, who run it themselves once
+    /// their writes are done. A panic in the work is caught: the writer
+    /// must go on (the caller sees its answer's channel closed).
+    fn work_while_appending(&mut self) {
+        for work in self.meanwhile.drain(..) {
+            if self.wal.append_settled() {
+                break;
+            }
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run())).is_err() {
+                tracing::error!("handed-over work panicked on the store's writer thread");
+            }
+        }
     }
 
     /// Drops the [`EndIndex`] entries of sessions deleted more than
@@ -345,12 +371,15 @@ impl Writer {
         let batch_seconds = metrics::histogram!("tessera_store_batch_seconds");
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::new();
-            if let Msg::Write(job) = first {
-                batch.push(job);
+            match first {
+                Msg::Write(job) => batch.push(job),
+                Msg::Meanwhile(work) => self.meanwhile.push(work),
+                Msg::Tick => {}
             }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Msg::Write(job)) => batch.push(job),
+                    Ok(Msg::Meanwhile(work)) => self.meanwhile.push(work),
                     Ok(Msg::Tick) => {}
                     Err(_) => break,
                 }
@@ -361,6 +390,9 @@ impl Writer {
                 self.run_batch(batch);
                 batch_seconds.record(started.elapsed().as_secs_f64());
             }
+            // Work no append waited for (a batch that logged nothing)
+            // stays with its callers.
+            self.meanwhile.clear();
             if self.checkpoint_due() {
                 self.checkpoint();
             }
