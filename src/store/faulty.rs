@@ -119,6 +119,9 @@ impl Store for FaultyStore {
         let scripted = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
         scripted.or_else(|| self.inner.change_feed())
     }
+    fn offload(&self, work: &super::Work) -> bool {
+        self.inner.offload(work)
+    }
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         self.write()?;
         self.inner.insert_client(client).await

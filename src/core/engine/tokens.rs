@@ -169,8 +169,12 @@ impl Engine {
     /// Runs `write` and signs the session's access token meanwhile. The
     /// token is handed out only once the write has succeeded (durably),
     /// but signing (≈ 10 µs of CPU) need not wait for the store: the
-    /// write is queued first, so the signature is made while the writer
-    /// works on it. If the write fails, the token is dropped unseen.
+    /// embedded store's writer may sign it while the write's log append
+    /// is on the disk ([`crate::store::Store::offload`]), and what it did
+    /// not get to is signed here once the write is answered; with other
+    /// stores the write is queued first and the signature made here while
+    /// the store works on it. If the write fails, the token is dropped
+    /// unseen.
     pub(super) async fn write_and_sign<T>(
         &self,
         write: impl std::future::Future<Output = crate::store::StoreResult<T>>,
@@ -190,17 +194,18 @@ impl Engine {
         // Otherwise it is made here while the write is under way (`join!`
         // polls in order: the write is queued first).
         let (written, token) = if self.store.offload(&sign) {
-            let written = write.await;
+            let written = write.await?;
             sign.run();
             (written, token.await)
         } else {
-            tokio::join!(write, async {
+            let (written, token) = tokio::join!(write, async {
                 sign.run();
                 token.await
-            })
+            });
+            (written?, token)
         };
         let token = token.map_err(|_| EngineError::Internal("the token was not signed".into()))?;
-        Ok((written?, token?))
+        Ok((written, token?))
     }
 
     /// What a grant hands back, with `access_token` signed by

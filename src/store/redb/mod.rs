@@ -116,7 +116,7 @@ struct Inner {
     broken: Arc<AtomicBool>,
     /// Whether the writer's log appends run in the background, so that
     /// work handed over ([`Store::offload`]) fills their wait.
-    offload: bool,
+    offload: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -480,7 +480,7 @@ impl Store for RedbStore {
     /// disk, on a core that would otherwise wait, and stops when the disk
     /// is done.
     fn offload(&self, work: &crate::store::Work) -> bool {
-        self.inner.offload
+        self.inner.offload.load(Ordering::Relaxed)
             && self
                 .inner
                 .queue

@@ -341,7 +341,7 @@ async fn offloaded_work_runs_once_whoever_takes_it() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 200);
     // Offered wherever the log appends in the background (io_uring).
-    assert_eq!(offered > 0, store.inner.offload);
+    assert_eq!(offered > 0, store.inner.offload.load(Ordering::SeqCst));
 }
 
 /// A batch that logs nothing (every op refused) leaves handed-over work
@@ -360,6 +360,7 @@ async fn work_of_a_batch_that_logs_nothing_stays_with_its_caller() {
     // A session of a client that does not exist: refused, nothing logged.
     let orphan = session(&ClientId::parse("nobody").unwrap(), 1000);
     assert!(store.create_session(&orphan, None).await.is_err());
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no append, no work");
     work.run();
     work.run();
     assert_eq!(runs.load(Ordering::SeqCst), 1);

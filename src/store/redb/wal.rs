@@ -91,6 +91,9 @@ pub(super) struct Wal {
     /// allowed): see [`Wal::begin_append`].
     #[cfg(target_os = "linux")]
     ring: Option<io_uring::IoUring>,
+    /// Whether `ring` is there, for the store (see
+    /// [`Wal::appends_in_background`]): cleared when the ring is dropped.
+    background: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The append begun and not yet finished.
     pending: Option<Pending>,
 }
@@ -295,10 +298,27 @@ fn open_appends(path: &Path, direct: bool) -> std::io::Result<(Option<File>, boo
 /// kernel allows one (containers may forbid io_uring).
 #[cfg(target_os = "linux")]
 fn open_ring(path: &Path) -> Option<io_uring::IoUring> {
-    match io_uring::IoUring::new(4) {
-        Ok(ring) => Some(ring),
+    let not_here = |why: &dyn std::fmt::Display| {
+        tracing::info!(wal = %path.display(), reason = %why, "io_uring is not available; the writer waits for each write-ahead log append");
+    };
+    let ring = match io_uring::IoUring::new(4) {
+        Ok(ring) => ring,
         Err(e) => {
-            tracing::info!(wal = %path.display(), error = %e, "io_uring is not available; the writer waits for each write-ahead log append");
+            not_here(&e);
+            return None;
+        }
+    };
+    // Kernels before 5.6 have io_uring but not its plain write, and
+    // cannot say so (no probe either).
+    let mut probe = io_uring::Probe::new();
+    match ring.submitter().register_probe(&mut probe) {
+        Ok(()) if probe.is_supported(io_uring::opcode::Write::CODE) => Some(ring),
+        Ok(()) => {
+            not_here(&"the kernel's io_uring has no write operation");
+            None
+        }
+        Err(e) => {
+            not_here(&e);
             None
         }
     }
@@ -348,6 +368,10 @@ impl Wal {
             path: path.to_owned(),
             len: align_up(found.end),
             reserved: bytes.len() as u64,
+            #[cfg(target_os = "linux")]
+            background: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(ring.is_some())),
+            #[cfg(not(target_os = "linux"))]
+            background: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             #[cfg(target_os = "linux")]
             ring,
             pending: None,
@@ -412,16 +436,18 @@ impl Wal {
     }
 
     /// Whether [`Wal::begin_append`] returns before the disk is done, so
-    /// that the caller can work meanwhile.
-    pub(super) fn appends_in_background(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            self.ring.is_some()
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            false
-        }
+    /// that the caller can work meanwhile: a flag that stays true while it
+    /// does (it goes false for good if the ring is dropped).
+    pub(super) fn appends_in_background(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.background.clone()
+    }
+
+    /// Appends are made synchronously from now on.
+    #[cfg(target_os = "linux")]
+    fn drop_ring(&mut self) {
+        self.ring = None;
+        self.background
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts [`Wal::append_durably`]: with io_uring the write is handed
@@ -484,6 +510,8 @@ impl Wal {
             // is dropped with the ring); appends are made here from now on.
             tracing::warn!(wal = %self.path.display(), "io_uring refused a write-ahead log append; appending synchronously");
             self.ring = None;
+            self.background
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
         pending.done = Some(match &self.appends {
             Some(synced) => write_at(synced, out, self.len),
@@ -538,9 +566,7 @@ impl Wal {
                 self.appends = appends;
                 self.direct = false;
                 #[cfg(target_os = "linux")]
-                {
-                    self.ring = None;
-                }
+                self.drop_ring();
                 let records = self.staging[pending.start..pending.start + pending.records].to_vec();
                 self.append_durably(&records)
             }
@@ -559,15 +585,31 @@ impl Wal {
             .ring
             .as_mut()
             .ok_or_else(|| std::io::Error::other("the write-ahead log's ring is gone"))?;
-        let completion = loop {
+        let waited = loop {
             if let Some(c) = ring.completion().next() {
-                break c;
+                break Ok(c);
             }
             match ring.submit_and_wait(1) {
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                other => {
-                    other?;
+                Err(e) => break Err(e),
+            }
+        };
+        let completion = match waited {
+            Ok(c) => c,
+            Err(e) => {
+                // The kernel may still be reading the staging buffer: it
+                // and the ring are leaked rather than freed or reused (the
+                // writer stops writing after this error).
+                std::mem::forget(std::mem::take(&mut self.staging));
+                if let Some(ring) = self.ring.take() {
+                    std::mem::forget(ring);
                 }
+                self.background
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                return Err(std::io::Error::other(format!(
+                    "waiting for a write-ahead log append failed: {e}"
+                )));
             }
         };
         let result = completion.result();
@@ -816,11 +858,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.wal");
         let (mut wal, _) = Wal::open(&path).unwrap();
+        let background = wal.appends_in_background();
         #[cfg(target_os = "linux")]
-        {
-            wal.ring = None;
-        }
-        assert!(!wal.appends_in_background());
+        wal.drop_ring();
+        assert!(!background.load(std::sync::atomic::Ordering::SeqCst));
         wal.begin_append(&log(&[(1, b"a")])).unwrap();
         assert!(wal.append_settled());
         wal.finish_append().unwrap();

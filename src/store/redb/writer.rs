@@ -389,10 +389,15 @@ impl Writer {
                 batch_ops.record(batch.len() as f64);
                 self.run_batch(batch);
                 batch_seconds.record(started.elapsed().as_secs_f64());
+                // Work no append waited for (a batch that logged nothing)
+                // stays with its callers.
+                self.meanwhile.clear();
+            } else if self.meanwhile.len() > MAX_BATCH {
+                // Work that came without its write (which comes next, as
+                // a rule) waits for the next append; its callers run it
+                // themselves if it waits too long.
+                self.meanwhile.clear();
             }
-            // Work no append waited for (a batch that logged nothing)
-            // stays with its callers.
-            self.meanwhile.clear();
             if self.checkpoint_due() {
                 self.checkpoint();
             }
