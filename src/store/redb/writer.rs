@@ -227,6 +227,16 @@ impl Writer {
         Ok(())
     }
 
+    /// Sorts a message into the batch being gathered.
+    fn take(&mut self, msg: Msg, batch: &mut Vec<Job>) {
+        match msg {
+            Msg::Write(job) => batch.push(job),
+            Msg::Meanwhile(work) => self.meanwhile.push(work),
+            // Checkpoints are looked at after every batch anyway.
+            Msg::Tick => {}
+        }
+    }
+
     /// Runs handed-over work until the log append under way is on disk;
     /// what is left goes back to its callers, who run it themselves once
     /// their writes are done. A panic in the work is caught: the writer
@@ -371,16 +381,10 @@ impl Writer {
         let batch_seconds = metrics::histogram!("tessera_store_batch_seconds");
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::new();
-            match first {
-                Msg::Write(job) => batch.push(job),
-                Msg::Meanwhile(work) => self.meanwhile.push(work),
-                Msg::Tick => {}
-            }
+            self.take(first, &mut batch);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(Msg::Write(job)) => batch.push(job),
-                    Ok(Msg::Meanwhile(work)) => self.meanwhile.push(work),
-                    Ok(Msg::Tick) => {}
+                    Ok(msg) => self.take(msg, &mut batch),
                     Err(_) => break,
                 }
             }
