@@ -187,6 +187,18 @@ fn create_tables(db: &Database) -> StoreResult<()> {
                 meta.insert(LAYOUT, LAYOUT_VERSION).ctx("write layout")?;
             }
         }
+        // A file without sessions has no live row that a sweep took: the
+        // expiry sweep has taken nothing yet ([`LIVE_SWEPT_TO`]).
+        let recorded = meta
+            .get(LIVE_SWEPT_TO)
+            .ctx("read live sweep position")?
+            .is_some();
+        if !recorded && tables.sessions()?.is_empty().ctx("count sessions")? {
+            tables
+                .meta()?
+                .insert(LIVE_SWEPT_TO, i64::MIN as u64)
+                .ctx("write live sweep position")?;
+        }
     }
     txn.commit().ctx("commit table creation")
 }

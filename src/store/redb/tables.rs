@@ -60,7 +60,8 @@ pub(super) const END_INDEX_GRACE: std::time::Duration = std::time::Duration::fro
 pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::new("grants");
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
-/// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`], [`ENDED_LIVE`].
+/// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`], [`ENDED_LIVE`],
+/// [`LIVE_SWEPT_TO`], the revocation sweep's cursor.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout of the store's files (its rows and its write-ahead log), as
 /// the newest build that wrote them knew it (see [`LAYOUT_VERSION`]).
@@ -95,6 +96,13 @@ pub(super) const LAYOUT_VERSION: u64 = 5;
 /// How many rows of `live_by_expiry` belong to ended sessions: the live
 /// count is the table's length less this.
 pub(super) const ENDED_LIVE: &str = "ended_live";
+/// The latest `now` the expiry sweep of `live_by_expiry` has used, as the
+/// bits of the `i64`: rows due after it were never swept, so a session
+/// that is still there and due later still has its row
+/// ([`Tables::has_live_row`] then needs no lookup, which in random order
+/// is a page of its own per end). Absent in a file whose sweeps (by
+/// builds before it) did not record it, until its next sweep.
+pub(super) const LIVE_SWEPT_TO: &str = "live_swept_to";
 /// Where the sweep of [`REVOKED_BY_END`] goes on from: the key of the last
 /// row it looked at, as its time (the bits of the `i64`) and its sequence.
 /// Absent: from the first row.
@@ -374,6 +382,8 @@ pub(super) struct Tables<'t> {
     last_deletion: Option<(i64, u64)>,
     last_revoked: Option<(i64, u64)>,
     last_end: Option<(i64, u64)>,
+    /// [`LIVE_SWEPT_TO`] once read by this transaction.
+    live_swept_to: Option<Option<i64>>,
     /// The ends committed before this transaction.
     end_index: &'t EndIndex,
     /// What this transaction changes in [`EndIndex`], published by the
@@ -427,6 +437,7 @@ impl<'t> Tables<'t> {
             last_deletion: None,
             last_revoked: None,
             last_end: None,
+            live_swept_to: None,
             end_index,
             end_changes: EndChanges::default(),
         })
@@ -646,14 +657,46 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Whether the session still has its row in the live index (the
-    /// expiry sweep removes it once the session has expired).
+    /// Whether the session still has its row in the live index. Only the
+    /// expiry sweep removes the row of a session that is still there, and
+    /// only once it is due: a session due after every sweep so far
+    /// ([`LIVE_SWEPT_TO`]) has it without a lookup.
     pub(super) fn has_live_row(&mut self, s: &Session) -> StoreResult<bool> {
+        if self.live_swept_to()?.is_some_and(|to| s.expires_at > to) {
+            return Ok(true);
+        }
         Ok(self
             .live()?
             .get((s.expires_at, *s.id.as_bytes()))
             .ctx("read live index")?
             .is_some())
+    }
+
+    /// [`LIVE_SWEPT_TO`], read once per transaction.
+    fn live_swept_to(&mut self) -> StoreResult<Option<i64>> {
+        if let Some(to) = self.live_swept_to {
+            return Ok(to);
+        }
+        let to = self
+            .meta()?
+            .get(LIVE_SWEPT_TO)
+            .ctx("read live sweep position")?
+            .map(|v| v.value() as i64);
+        self.live_swept_to = Some(to);
+        Ok(to)
+    }
+
+    /// Records that the expiry sweep has taken the rows due by `now`
+    /// (those it got to: a sweep in batches leaves the rest for the next).
+    pub(super) fn live_swept(&mut self, now: UnixTime) -> StoreResult<()> {
+        if self.live_swept_to()?.is_some_and(|to| to >= now) {
+            return Ok(());
+        }
+        self.meta()?
+            .insert(LIVE_SWEPT_TO, now as u64)
+            .ctx("write live sweep position")?;
+        self.live_swept_to = Some(Some(now));
+        Ok(())
     }
 
     /// Removes the session's live row if it has one; the row of an ended

@@ -774,6 +774,61 @@ async fn the_ended_live_count_follows_each_way_a_live_row_goes() {
     assert_eq!(live_and_ended(&store).await, (0, 1));
 }
 
+fn live_swept_to(store: &RedbStore) -> Option<i64> {
+    let rt = store.inner.db.begin_read().unwrap();
+    let meta = rt.open_table(META).unwrap();
+    let to = meta.get(LIVE_SWEPT_TO).unwrap().map(|v| v.value() as i64);
+    to
+}
+
+/// The expiry sweep records how far it has gone, so that an end of a
+/// session due later counts its live row without reading it; in a file
+/// whose sweeps did not record it (builds before), the row is read until
+/// the next sweep records it.
+#[tokio::test]
+async fn the_live_sweep_position_stands_for_the_lookup_only_where_it_holds() {
+    let (dir, store, owner) = store_with_owner().await;
+    assert_eq!(live_swept_to(&store), Some(i64::MIN), "a new file");
+    let lapsed = session(&owner.id, 1000); // expires at 4600
+    let later = session(&owner.id, 2000); // at 5600
+    let last = session(&owner.id, 3000); // at 6600
+    for s in [&lapsed, &later, &last] {
+        store.create_session(s, None).await.unwrap();
+    }
+    assert_eq!(store.sweep(4600, 0, 100).await.unwrap().expired, 1);
+    assert_eq!(live_swept_to(&store), Some(4600));
+    store.sweep(4000, 0, 100).await.unwrap();
+    assert_eq!(live_swept_to(&store), Some(4600), "never moves back");
+    // As a build before the position leaves its file: swept, unrecorded.
+    let path = dir.path().join("t.redb");
+    drop(store);
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().remove(LIVE_SWEPT_TO).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(live_swept_to(&store), None, "a file with sessions");
+    store
+        .end_sessions(&[lapsed.id], &logout(4700), 9000)
+        .await
+        .unwrap();
+    assert_eq!(live_and_ended(&store).await, (2, 0), "its row was swept");
+    store
+        .end_sessions(&[later.id], &logout(4700), 9000)
+        .await
+        .unwrap();
+    assert_eq!(live_and_ended(&store).await, (1, 1));
+    store.sweep(4700, 0, 100).await.unwrap();
+    assert_eq!(live_swept_to(&store), Some(4700));
+    store
+        .end_sessions(&[last.id], &logout(4800), 9000)
+        .await
+        .unwrap();
+    assert_eq!(live_and_ended(&store).await, (0, 2));
+}
+
 /// Files written before one row per session gave a live session its
 /// delete-queue row at creation; ending it now leaves that row behind,
 /// and the sweep drops it without deleting the session early.

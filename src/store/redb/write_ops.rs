@@ -331,6 +331,9 @@ pub(super) fn sweep_live(
     batch: usize,
 ) -> StoreResult<(usize, usize)> {
     let keys = due_keys(&*t.live()?, (now, MAX_ID), batch)?;
+    // Recorded before a row goes: whatever row this sweep removes is due
+    // by `now`.
+    t.live_swept(now)?;
     let mut expired = 0;
     for &(expires_at, id) in &keys {
         t.live()?
