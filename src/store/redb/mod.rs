@@ -29,7 +29,9 @@
 //! `live_by_expiry` holds every session that has not expired, ended or
 //! not: an end leaves the row to the expiry sweep (or the deletion), and
 //! `meta`/`ended_live` counts such rows, so the table's length less that
-//! count is the live count. A session is queued in `deletions` once it
+//! count is the live count; `meta`/`live_swept_to`, the latest time the
+//! expiry sweep has used since the open, spares an end the lookup of the
+//! row of a session due after it. A session is queued in `deletions` once it
 //! has ended or expired. A queue row whose time is not the record's
 //! `delete_after` is stale (the deletion moved later) and the sweep drops
 //! it without deleting the session.
@@ -187,17 +189,18 @@ fn create_tables(db: &Database) -> StoreResult<()> {
                 meta.insert(LAYOUT, LAYOUT_VERSION).ctx("write layout")?;
             }
         }
-        // A file without sessions has no live row that a sweep took: the
-        // expiry sweep has taken nothing yet ([`LIVE_SWEPT_TO`]).
-        let recorded = meta
-            .get(LIVE_SWEPT_TO)
-            .ctx("read live sweep position")?
-            .is_some();
-        if !recorded && tables.sessions()?.is_empty().ctx("count sessions")? {
+        // Only the sweeps since this open count ([`LIVE_SWEPT_TO`]): a file
+        // without sessions has no live row a sweep took.
+        if tables.sessions()?.is_empty().ctx("count sessions")? {
             tables
                 .meta()?
                 .insert(LIVE_SWEPT_TO, i64::MIN as u64)
                 .ctx("write live sweep position")?;
+        } else {
+            tables
+                .meta()?
+                .remove(LIVE_SWEPT_TO)
+                .ctx("clear live sweep position")?;
         }
     }
     txn.commit().ctx("commit table creation")

@@ -61,7 +61,8 @@ pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::n
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
 /// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`], [`ENDED_LIVE`],
-/// [`LIVE_SWEPT_TO`], the revocation sweep's cursor.
+/// [`LIVE_SWEPT_TO`], and the revocation sweep's cursor
+/// ([`REVOKED_SWEPT_AT`], [`REVOKED_SWEPT_SEQ`]).
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout of the store's files (its rows and its write-ahead log), as
 /// the newest build that wrote them knew it (see [`LAYOUT_VERSION`]).
@@ -96,12 +97,19 @@ pub(super) const LAYOUT_VERSION: u64 = 5;
 /// How many rows of `live_by_expiry` belong to ended sessions: the live
 /// count is the table's length less this.
 pub(super) const ENDED_LIVE: &str = "ended_live";
-/// The latest `now` the expiry sweep of `live_by_expiry` has used, as the
-/// bits of the `i64`: rows due after it were never swept, so a session
-/// that is still there and due later still has its row
-/// ([`Tables::has_live_row`] then needs no lookup, which in random order
-/// is a page of its own per end). Absent in a file whose sweeps (by
-/// builds before it) did not record it, until its next sweep.
+/// The latest `now` the expiry sweep of `live_by_expiry` has used since
+/// the store was opened, as the bits of the `i64`. Rows leave the table
+/// only with their session, in the expiry sweep once due, or (in files of
+/// layouts before 4) at the end of their session: so a session that is
+/// still there, has not ended and is due after this still has its row,
+/// and [`Tables::has_live_row`] needs no lookup (in random order a page of
+/// its own per end). Only the sweeps since the store was opened count (a
+/// build before this one, run on the file in between, sweeps without
+/// recording it): the open removes it from a file that holds sessions, and
+/// the next sweep records it again. Sweeps before the open are taken to
+/// have used an earlier `now` (a clock that went back across a restart
+/// would make the live count read low by one per end of a session swept
+/// in between). A file without sessions starts at `i64::MIN`.
 pub(super) const LIVE_SWEPT_TO: &str = "live_swept_to";
 /// Where the sweep of [`REVOKED_BY_END`] goes on from: the key of the last
 /// row it looked at, as its time (the bits of the `i64`) and its sequence.
@@ -657,9 +665,9 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Whether the session still has its row in the live index. Only the
-    /// expiry sweep removes the row of a session that is still there, and
-    /// only once it is due: a session due after every sweep so far
+    /// Whether the session, which has not ended, still has its row in the
+    /// live index. Only the expiry sweep removes the row of such a session,
+    /// and only once it is due: one due after every sweep since the open
     /// ([`LIVE_SWEPT_TO`]) has it without a lookup.
     pub(super) fn has_live_row(&mut self, s: &Session) -> StoreResult<bool> {
         if self.live_swept_to()?.is_some_and(|to| s.expires_at > to) {

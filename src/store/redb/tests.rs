@@ -781,52 +781,70 @@ fn live_swept_to(store: &RedbStore) -> Option<i64> {
     to
 }
 
-/// The expiry sweep records how far it has gone, so that an end of a
-/// session due later counts its live row without reading it; in a file
-/// whose sweeps did not record it (builds before), the row is read until
-/// the next sweep records it.
+fn remove_live_row(db: &Database, s: &Session) {
+    let txn = db.begin_write().unwrap();
+    let removed = txn
+        .open_table(LIVE)
+        .unwrap()
+        .remove((s.expires_at, *s.id.as_bytes()))
+        .unwrap()
+        .is_some();
+    txn.commit().unwrap();
+    assert!(removed);
+}
+
+/// The expiry sweep records how far it has gone since the open, so that
+/// an end of a session due later counts its live row without reading
+/// it; before that, and for sessions due by then, the row is read. A
+/// sweep that stops at its batch leaves rows due by its time, and a
+/// build before this one may sweep the file between two opens.
 #[tokio::test]
 async fn the_live_sweep_position_stands_for_the_lookup_only_where_it_holds() {
     let (dir, store, owner) = store_with_owner().await;
     assert_eq!(live_swept_to(&store), Some(i64::MIN), "a new file");
     let lapsed = session(&owner.id, 1000); // expires at 4600
+    let left = session(&owner.id, 1050); // at 4650
     let later = session(&owner.id, 2000); // at 5600
     let last = session(&owner.id, 3000); // at 6600
-    for s in [&lapsed, &later, &last] {
+    for s in [&lapsed, &left, &later, &last] {
         store.create_session(s, None).await.unwrap();
     }
-    assert_eq!(store.sweep(4600, 0, 100).await.unwrap().expired, 1);
-    assert_eq!(live_swept_to(&store), Some(4600));
+    // One row a pass: `left` is due but keeps its row.
+    assert_eq!(store.sweep(4700, 0, 1).await.unwrap().expired, 1);
+    assert_eq!(live_swept_to(&store), Some(4700));
     store.sweep(4000, 0, 100).await.unwrap();
-    assert_eq!(live_swept_to(&store), Some(4600), "never moves back");
-    // As a build before the position leaves its file: swept, unrecorded.
+    assert_eq!(live_swept_to(&store), Some(4700), "never moves back");
+    store
+        .end_sessions(&[left.id, lapsed.id], &logout(4700), 9000)
+        .await
+        .unwrap();
+    assert_eq!(
+        live_and_ended(&store).await,
+        (2, 1),
+        "only `left` has a row"
+    );
+    // A build before this one sweeps `later` between two opens.
     let path = dir.path().join("t.redb");
     drop(store);
-    {
-        let db = Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().remove(LIVE_SWEPT_TO).unwrap();
-        txn.commit().unwrap();
-    }
+    remove_live_row(&Database::open(&path).unwrap(), &later);
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(live_swept_to(&store), None, "a file with sessions");
     store
-        .end_sessions(&[lapsed.id], &logout(4700), 9000)
+        .end_sessions(&[later.id], &logout(4800), 9000)
         .await
         .unwrap();
-    assert_eq!(live_and_ended(&store).await, (2, 0), "its row was swept");
+    assert_eq!(live_and_ended(&store).await, (1, 1), "its row was swept");
+    store.sweep(4800, 0, 100).await.unwrap();
+    assert_eq!(live_swept_to(&store), Some(4800));
+    assert_eq!(live_and_ended(&store).await, (1, 0), "`left`'s row went");
+    // Due after the position, `last`'s row is not read: taken away behind
+    // the writer's back, it is still counted.
+    remove_live_row(&store.inner.db, &last);
     store
-        .end_sessions(&[later.id], &logout(4700), 9000)
+        .end_sessions(&[last.id], &logout(4900), 9000)
         .await
         .unwrap();
-    assert_eq!(live_and_ended(&store).await, (1, 1));
-    store.sweep(4700, 0, 100).await.unwrap();
-    assert_eq!(live_swept_to(&store), Some(4700));
-    store
-        .end_sessions(&[last.id], &logout(4800), 9000)
-        .await
-        .unwrap();
-    assert_eq!(live_and_ended(&store).await, (0, 2));
+    assert_eq!(ended_live(&store), 1);
 }
 
 /// Files written before one row per session gave a live session its
