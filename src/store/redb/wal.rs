@@ -509,6 +509,7 @@ impl Wal {
             // flight (a failed submit leaves the entry unconsumed, and it
             // is dropped with the ring); appends are made here from now on.
             tracing::warn!(wal = %self.path.display(), "io_uring refused a write-ahead log append; appending synchronously");
+            // Not `drop_ring`: `out` still borrows the staging buffer.
             self.ring = None;
             self.background
                 .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -605,8 +606,7 @@ impl Wal {
                 if let Some(ring) = self.ring.take() {
                     std::mem::forget(ring);
                 }
-                self.background
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                self.drop_ring();
                 return Err(std::io::Error::other(format!(
                     "waiting for a write-ahead log append failed: {e}"
                 )));
