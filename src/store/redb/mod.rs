@@ -20,9 +20,9 @@
 //! | `refresh`             | token hash                   | record       |
 //! | `refresh_by_expiry`   | (expires_at, token hash)     | ()           |
 //! | `revoked`             | (cover_until, session id)    | () (layouts before 4) |
-//! | `revoked_by_end`      | (ended at, sequence)         | (session id, cover_until) |
-//! | `audit`               | (at, sequence)               | JSON record  |
-//! | `ends`                | (ended at, sequence)         | (session id, delete_after, JSON end) |
+//! | `revoked_by_end`      | (ended at, sequence)         | (session id, cover_until) (layouts 4–5) |
+//! | `audit`               | (at, sequence)               | JSON record (layouts before 6) |
+//! | `ends`                | (ended at, sequence)         | (session id, delete_after, JSON end, cover and audit entry) |
 //! | `grants`              | (kind code, key)             | (version, expires_at, value) |
 //! | `grants_by_expiry`    | (expires_at, kind code, key) | ()           |
 //!
@@ -38,15 +38,18 @@
 //! Rows written on every end are keyed by time and a sequence within the
 //! second, so the ends of one batch append to the same leaf of each table
 //! (a key with the session id would put each end, in random order, on a
-//! page of its own): the deletion row under its `delete_after`, the
-//! revocation row under the end's time (the sweep goes through them with
-//! a cursor, dropping each once its own cover has passed), the audit row
-//! likewise, and the end itself (layout 5): the session record is not
+//! page of its own): the deletion row under its `delete_after`, and the
+//! end itself under the end's time (layout 5): the session record is not
 //! rewritten, which in random order would put each end on a page of its
 //! own; an index in memory (`tables::EndIndex`, built from `ends` at
 //! open) finds a session's end row, and every read of a session goes
-//! through it. Tables of earlier layouts are read and swept until they
-//! are empty.
+//! through it. The end's row is also its revocation (the session's cover,
+//! loaded at start while it lasts; the row goes with the session, never
+//! before the cover) and its audit entry (layout 6; the audit sweep
+//! passes the entries older than the retention with a cursor, behind
+//! which the audit log does not read). Tables of earlier layouts
+//! (`revoked_by_end` and `audit` rows of their own) are read and swept
+//! until they are empty.
 //! `references` holds only sessions that are not ended.
 //! A grant's value is opaque bytes (the engine's JSON), so its row is a
 //! tuple rather than a JSON record; `grants_by_expiry` holds exactly one row
@@ -75,7 +78,7 @@ use redb::{
     ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::compact;
@@ -85,7 +88,8 @@ use super::{
 use crate::core::clock::UnixTime;
 use crate::core::ids::{ClientId, SessionId, Subject};
 use crate::core::model::{
-    Client, Ended, RefreshRecord, RefreshState, Revocation, Session, SessionFilter, TokenHash,
+    Actor, Client, EndReason, Ended, RefreshRecord, RefreshState, Revocation, Session,
+    SessionFilter, TokenHash,
 };
 
 type Id = [u8; 16];

@@ -136,14 +136,48 @@ pub(super) fn read_active_revocations(
             out.push((SessionId::from_bytes(id), until));
         }
     }
+    // Ends of layout 6 hold their cover; they stay until the session is
+    // deleted, which is never before the cover has passed. An undecodable
+    // row fails the load (and so the start): skipping it would accept
+    // the access tokens of that session again.
+    let t = rt.open_table(ENDS).ctx("open ends")?;
+    for row in t.iter().ctx("scan ends")? {
+        let (_, v) = row.ctx("scan ends")?;
+        let (id, _, record) = v.value();
+        let cover = decode::<EndCover>("ends", record)?.cover_until;
+        if let Some(until) = cover.filter(|&until| until > now) {
+            out.push((SessionId::from_bytes(id), until));
+        }
+    }
     Ok(out)
 }
 
+/// The newest entries first (by the time of the end; of one time, those
+/// in end rows first): the entries of end rows after the audit sweep's
+/// position, and the audit rows of their own (of earlier layouts, or of
+/// ends behind that position).
 pub(super) fn read_audit_log(rt: &ReadTransaction, limit: usize) -> StoreResult<Vec<Revocation>> {
+    let swept = read_cursor(
+        &rt.open_table(META).ctx("open meta")?,
+        AUDIT_SWEPT_AT,
+        AUDIT_SWEPT_SEQ,
+    )?;
+    let ends = rt.open_table(ENDS).ctx("open ends")?;
+    let mut out = Vec::new();
+    for row in rows_after(&ends, swept, Bound::Unbounded)?.rev() {
+        if out.len() >= limit {
+            break;
+        }
+        let (_, v) = row.ctx("scan ends")?;
+        let (id, _, record) = v.value();
+        out.extend(decode::<EndRecord>("ends", record)?.audit_entry(id));
+    }
     let t = rt.open_table(AUDIT).ctx("open audit")?;
-    let rows = t.iter().ctx("scan audit")?;
-    rows.rev()
-        .take(limit)
-        .map(|row| decode("audit", row.ctx("scan audit")?.1.value()))
-        .collect()
+    for row in t.iter().ctx("scan audit")?.rev().take(limit) {
+        out.push(decode("audit", row.ctx("scan audit")?.1.value())?);
+    }
+    // Both parts are newest first already; the sort is stable.
+    out.sort_by_key(|r| std::cmp::Reverse(r.ended.at));
+    out.truncate(limit);
+    Ok(out)
 }

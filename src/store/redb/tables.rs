@@ -26,20 +26,83 @@ pub(super) const REFRESH_BY_EXPIRY: TableDefinition<(i64, TokenHash), ()> =
 /// Revocation rows of layouts before 4, keyed by cover: read and swept
 /// until the last of them is past its cover; no longer written.
 pub(super) const REVOKED: TableDefinition<(i64, Id), ()> = TableDefinition::new("revoked");
-/// Revocation rows under (ended at, sequence within that second): the
-/// ends of a batch append to one leaf, where a key by cover time (or by
-/// session id) puts each end on a page of its own.
+/// Revocation rows of layouts 4 and 5, under (ended at, sequence within
+/// that second): read and swept until empty; no longer written (an end's
+/// row in [`ENDS`] holds its cover).
 pub(super) const REVOKED_BY_END: TableDefinition<(i64, u64), (Id, i64)> =
     TableDefinition::new("revoked_by_end");
+/// Audit rows of layouts before 6 (JSON [`Revocation`]), under (ended at,
+/// sequence): read and swept until empty; no longer written (an end's row
+/// in [`ENDS`] holds its audit entry).
 pub(super) const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
-/// Ends of layout 5, under (ended at, sequence within that second):
-/// (session id, the session's new `delete_after`, JSON [`Ended`]). An end
-/// appends here instead of rewriting the session record, which in random
-/// order is a page of its own per end; [`EndIndex`] finds the row by
-/// session id. The row goes with the session.
+/// Ends, under (ended at, sequence within that second): (session id, the
+/// session's new `delete_after`, JSON [`EndRecord`]). An end appends here
+/// instead of rewriting the session record, which in random order is a
+/// page of its own per end; [`EndIndex`] finds the row by session id. The
+/// row goes with the session. Since layout 6 the row is also the end's
+/// revocation (the session's cover) and its audit entry: one row per end.
 pub(super) const ENDS: TableDefinition<(i64, u64), EndRow> = TableDefinition::new("ends");
 /// A row of [`ENDS`].
 pub(super) type EndRow = (Id, i64, Bytes);
+
+/// The JSON of an [`ENDS`] row: the end (the fields of [`Ended`]) and,
+/// in rows of layout 6, what its revocation and audit entry need. Rows
+/// of layout 5 hold the end only; their revocation and audit rows are in
+/// [`REVOKED_BY_END`] and [`AUDIT`].
+#[derive(Serialize, Deserialize)]
+pub(super) struct EndRecord {
+    at: UnixTime,
+    reason: EndReason,
+    by: Actor,
+    /// The session's `access_cover_until` when it ended (it never rises
+    /// after), if later than the end: the end is revoked until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cover_until: Option<UnixTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<ClientId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<Subject>,
+}
+
+impl EndRecord {
+    fn new(s: &Session, ended: &Ended) -> Self {
+        Self {
+            at: ended.at,
+            reason: ended.reason,
+            by: ended.by.clone(),
+            // A cover that ended first needs no revocation.
+            cover_until: (s.access_cover_until > ended.at).then_some(s.access_cover_until),
+            client_id: Some(s.client_id.clone()),
+            subject: Some(s.subject.clone()),
+        }
+    }
+
+    fn ended(self) -> Ended {
+        Ended {
+            at: self.at,
+            reason: self.reason,
+            by: self.by,
+        }
+    }
+
+    /// The audit entry of a row of layout 6.
+    pub(super) fn audit_entry(mut self, id: Id) -> Option<Revocation> {
+        let (client_id, subject) = (self.client_id.take()?, self.subject.take()?);
+        Some(Revocation {
+            session_id: SessionId::from_bytes(id),
+            client_id,
+            subject,
+            ended: self.ended(),
+        })
+    }
+}
+
+/// The part of an [`EndRecord`] the load of the revocations reads.
+#[derive(Deserialize)]
+pub(super) struct EndCover {
+    #[serde(default)]
+    pub(super) cover_until: Option<UnixTime>,
+}
 
 /// Where the [`ENDS`] row of each ended session is, by session id: built
 /// from the table at open, kept in step by the writer as each transaction
@@ -61,8 +124,9 @@ pub(super) const GRANTS: TableDefinition<GrantId, GrantRow> = TableDefinition::n
 pub(super) const GRANTS_BY_EXPIRY: TableDefinition<(i64, u8, TokenHash), ()> =
     TableDefinition::new("grants_by_expiry");
 /// The store's own bookkeeping: [`WAL_SEQ`], [`LAYOUT`], [`ENDED_LIVE`],
-/// [`LIVE_SWEPT_TO`], and the revocation sweep's cursor
-/// ([`REVOKED_SWEPT_AT`], [`REVOKED_SWEPT_SEQ`]).
+/// [`LIVE_SWEPT_TO`], the revocation sweep's cursor ([`REVOKED_SWEPT_AT`],
+/// [`REVOKED_SWEPT_SEQ`]) and the audit sweep's ([`AUDIT_SWEPT_AT`],
+/// [`AUDIT_SWEPT_SEQ`]).
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout of the store's files (its rows and its write-ahead log), as
 /// the newest build that wrote them knew it (see [`LAYOUT_VERSION`]).
@@ -90,10 +154,16 @@ pub(super) const LAYOUT: &str = "layout";
 /// - 5: an end is a row of [`ENDS`]; the session record is left as it
 ///   was. A build of layout 4 would read those sessions as not ended: it
 ///   would rotate their refresh tokens again.
+/// - 6: the row of an end holds its cover and its audit entry
+///   ([`EndRecord`]); no row of [`REVOKED_BY_END`] or [`AUDIT`] is
+///   written. A build of layout 5 would not load those revocations at
+///   its start: it would accept the access tokens of ended sessions
+///   again.
 ///
-/// This build reads stores of layouts 1 to 4 as they are (records that
-/// say they ended are ended) and marks them 5.
-pub(super) const LAYOUT_VERSION: u64 = 5;
+/// This build reads stores of layouts 1 to 5 as they are (records that
+/// say they ended are ended; rows of earlier layouts are read and swept)
+/// and marks them 6.
+pub(super) const LAYOUT_VERSION: u64 = 6;
 /// How many rows of `live_by_expiry` belong to ended sessions: the live
 /// count is the table's length less this.
 pub(super) const ENDED_LIVE: &str = "ended_live";
@@ -116,6 +186,13 @@ pub(super) const LIVE_SWEPT_TO: &str = "live_swept_to";
 /// Absent: from the first row.
 pub(super) const REVOKED_SWEPT_AT: &str = "revoked_swept_at";
 pub(super) const REVOKED_SWEPT_SEQ: &str = "revoked_swept_seq";
+/// How far the audit sweep has gone through [`ENDS`]: the key of the last
+/// row whose audit entry it took out. The audit log reads no entry at or
+/// before it; an end whose key falls there (its time is older than the
+/// retention a sweep applied) has its entry in a row of [`AUDIT`]
+/// instead. Absent: none yet.
+pub(super) const AUDIT_SWEPT_AT: &str = "audit_swept_at";
+pub(super) const AUDIT_SWEPT_SEQ: &str = "audit_swept_seq";
 /// Rows of [`REVOKED_BY_END`] one sweep pass looks at, per row of its batch.
 pub(super) const REVOKED_SCAN_PER_BATCH: usize = 16;
 /// The sequence number of the last op of the write-ahead log that the
@@ -225,9 +302,9 @@ pub(super) fn merge_end(
     s: &mut Session,
 ) -> StoreResult<()> {
     if let Some(row) = ends.get(key).ctx("read end")? {
-        let (id, delete_after, ended) = row.value();
+        let (id, delete_after, record) = row.value();
         if id == *s.id.as_bytes() {
-            s.ended = Some(decode("ends", ended)?);
+            s.ended = Some(decode::<EndRecord>("ends", record)?.ended());
             s.delete_after = delete_after;
         }
     }
@@ -343,6 +420,43 @@ pub(super) fn ids_under(
         .collect()
 }
 
+/// A position in a table keyed by (time, sequence), kept in `meta` under
+/// `at_key` (the time's bits) and `seq_key`.
+pub(super) fn read_cursor(
+    meta: &impl ReadableTable<&'static str, u64>,
+    at_key: &'static str,
+    seq_key: &'static str,
+) -> StoreResult<Option<(i64, u64)>> {
+    let at = meta.get(at_key).ctx("read sweep cursor")?;
+    let seq = meta.get(seq_key).ctx("read sweep cursor")?;
+    Ok(match (at, seq) {
+        (Some(at), Some(seq)) => Some((at.value() as i64, seq.value())),
+        _ => None,
+    })
+}
+
+/// The rows of a table keyed by (time, sequence) after `after` (all of
+/// them if `None`) and before `before`.
+pub(super) fn rows_after<V: redb::Value + 'static>(
+    t: &impl ReadableTable<(i64, u64), V>,
+    after: Option<(i64, u64)>,
+    before: Bound<(i64, u64)>,
+) -> StoreResult<redb::Range<'_, (i64, u64), V>> {
+    let empty = match (after, before) {
+        (Some(a), Bound::Excluded(b)) => a >= b,
+        (Some(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    };
+    // An empty range where the bounds cross.
+    let from = match after {
+        Some(_) if empty => Bound::Excluded((i64::MAX, u64::MAX)),
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Unbounded,
+    };
+    let before = if empty { Bound::Unbounded } else { before };
+    t.range::<(i64, u64)>((from, before)).ctx("scan time index")
+}
+
 /// Keys of the first `limit` rows at or before `upto` in a time-ordered index.
 pub(super) fn due_keys<K>(
     t: &impl ReadableTable<(i64, K), ()>,
@@ -383,15 +497,15 @@ pub(super) struct Tables<'t> {
     grants: Option<Table<'t, GrantId, GrantRow>>,
     grants_by_expiry: Option<Table<'t, (i64, u8, TokenHash), ()>>,
     meta: Option<Table<'t, &'static str, u64>>,
-    /// The key of the last audit row this transaction wrote: ends of the
-    /// same second follow it without a scan of the table.
-    last_audit: Option<(i64, u64)>,
-    /// The same for [`DELETIONS`] and [`REVOKED_BY_END`].
+    /// The key of the last row this transaction wrote to [`DELETIONS`]
+    /// and to [`ENDS`]: ends of the same second follow it without a scan
+    /// of the table.
     last_deletion: Option<(i64, u64)>,
-    last_revoked: Option<(i64, u64)>,
     last_end: Option<(i64, u64)>,
     /// [`LIVE_SWEPT_TO`] once read by this transaction.
     live_swept_to: Option<Option<i64>>,
+    /// [`AUDIT_SWEPT_AT`] once read by this transaction.
+    audit_swept: Option<Option<(i64, u64)>>,
     /// The ends committed before this transaction.
     end_index: &'t EndIndex,
     /// What this transaction changes in [`EndIndex`], published by the
@@ -441,11 +555,10 @@ impl<'t> Tables<'t> {
             grants: None,
             grants_by_expiry: None,
             meta: None,
-            last_audit: None,
             last_deletion: None,
-            last_revoked: None,
             last_end: None,
             live_swept_to: None,
+            audit_swept: None,
             end_index,
             end_changes: EndChanges::default(),
         })
@@ -512,17 +625,36 @@ impl<'t> Tables<'t> {
         Ok(Some(s))
     }
 
-    /// Records the end of session `id` (its [`ENDS`] row), to be deleted
-    /// at `delete_after`.
+    /// Records the end of session `s` (its [`ENDS`] row, which is also
+    /// its revocation and its audit entry), to be deleted at
+    /// `delete_after`.
     pub(super) fn append_end(
         &mut self,
-        id: Id,
+        s: &Session,
         ended: &Ended,
         delete_after: UnixTime,
     ) -> StoreResult<()> {
+        let id = *s.id.as_bytes();
         let last = self.last_end;
         let seq = next_in_second(&*self.ends()?, ended.at, last)?;
-        let bytes = encode("ends", ended)?;
+        let mut record = EndRecord::new(s, ended);
+        if self
+            .audit_swept()?
+            .is_some_and(|swept| (ended.at, seq) <= swept)
+        {
+            // Behind the audit sweep's position (an end older than the
+            // retention a sweep has applied: a clock set back), where the
+            // audit log does not read: the entry gets a row of its own,
+            // which the sweep deletes by its time.
+            self.append_audit(&Revocation {
+                session_id: s.id,
+                client_id: s.client_id.clone(),
+                subject: s.subject.clone(),
+                ended: ended.clone(),
+            })?;
+            (record.client_id, record.subject) = (None, None);
+        }
+        let bytes = encode("ends", &record)?;
         self.ends()?
             .insert((ended.at, seq), (id, delete_after, bytes.as_slice()))
             .ctx("write end")?;
@@ -761,32 +893,70 @@ impl<'t> Tables<'t> {
         self.queue_delete(at, *s.id.as_bytes())
     }
 
-    /// Remembers an ended session until `cover_until`, when its last
-    /// access token expires.
+    /// [`AUDIT_SWEPT_AT`], read once per transaction.
+    pub(super) fn audit_swept(&mut self) -> StoreResult<Option<(i64, u64)>> {
+        if let Some(swept) = self.audit_swept {
+            return Ok(swept);
+        }
+        let swept = read_cursor(&*self.meta()?, AUDIT_SWEPT_AT, AUDIT_SWEPT_SEQ)?;
+        self.audit_swept = Some(swept);
+        Ok(swept)
+    }
+
+    /// Moves the audit sweep's position to `key`.
+    pub(super) fn set_audit_swept(&mut self, key: (i64, u64)) -> StoreResult<()> {
+        self.write_cursor(AUDIT_SWEPT_AT, AUDIT_SWEPT_SEQ, Some(key))?;
+        self.audit_swept = Some(Some(key));
+        Ok(())
+    }
+
+    /// Keeps a position of [`read_cursor`]'s in `meta`; `None` removes it.
+    pub(super) fn write_cursor(
+        &mut self,
+        at_key: &'static str,
+        seq_key: &'static str,
+        key: Option<(i64, u64)>,
+    ) -> StoreResult<()> {
+        let meta = self.meta()?;
+        match key {
+            Some((at, seq)) => {
+                // The time's bits, stored as they are.
+                meta.insert(at_key, at as u64).ctx("write sweep cursor")?;
+                meta.insert(seq_key, seq).ctx("write sweep cursor")?;
+            }
+            None => {
+                meta.remove(at_key).ctx("write sweep cursor")?;
+                meta.remove(seq_key).ctx("write sweep cursor")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A revocation row as builds of layouts 4 and 5 wrote it (tests of
+    /// files those builds left).
+    #[cfg(test)]
     pub(super) fn append_revoked(
         &mut self,
         ended_at: UnixTime,
         id: Id,
         cover_until: UnixTime,
     ) -> StoreResult<()> {
-        let last = self.last_revoked;
-        let seq = next_in_second(&*self.revoked_by_end()?, ended_at, last)?;
+        let seq = next_in_second(&*self.revoked_by_end()?, ended_at, None)?;
         self.revoked_by_end()?
             .insert((ended_at, seq), (id, cover_until))
             .ctx("write revoked row")?;
-        self.last_revoked = Some((ended_at, seq));
         Ok(())
     }
 
+    /// An audit row of its own, as builds of layouts before 6 wrote for
+    /// every end (this one, only for an end behind the audit sweep).
     pub(super) fn append_audit(&mut self, rev: &Revocation) -> StoreResult<()> {
         let at = rev.ended.at;
-        let last = self.last_audit;
-        let seq = next_in_second(&*self.audit()?, at, last)?;
+        let seq = next_in_second(&*self.audit()?, at, None)?;
         let bytes = encode("audit", rev)?;
         self.audit()?
             .insert((at, seq), bytes.as_slice())
             .ctx("write audit")?;
-        self.last_audit = Some((at, seq));
         Ok(())
     }
 }

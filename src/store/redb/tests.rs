@@ -644,13 +644,23 @@ async fn sweeping_everything_leaves_no_index_rows() {
         by: Actor::Admin,
     };
     store.end_sessions(&ids[..10], &end, 3000).await.unwrap();
-    // A revocation row of an earlier layout, which the sweep drains too.
+    // Revocation and audit rows of earlier layouts, which the sweep
+    // drains too.
     {
         let txn = store.inner.db.begin_write().unwrap();
-        txn.open_table(REVOKED)
-            .unwrap()
-            .insert((1300, *ids[0].as_bytes()), ())
+        {
+            let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
+            let id = *ids[10].as_bytes();
+            t.revoked().unwrap().insert((1300, id), ()).unwrap();
+            t.append_revoked(1200, id, 1300).unwrap();
+            t.append_audit(&Revocation {
+                session_id: ids[10],
+                client_id: owner.id.clone(),
+                subject: Subject::parse("alice").unwrap(),
+                ended: end.clone(),
+            })
             .unwrap();
+        }
         txn.commit().unwrap();
     }
     assert!(row_counts(&store).iter().all(|&n| n > 0));
@@ -1221,40 +1231,35 @@ async fn an_op_too_large_for_the_log_is_refused_and_nothing_else_is_hurt() {
     assert_eq!(store.get_client(&fine.id).await.unwrap(), Some(fine));
 }
 
-/// Revocation rows are kept in the order of the ends, and swept by their
+/// The rows of [`REVOKED_BY_END`] (layouts 4 and 5) are swept each by its
 /// own cover: a row behind a longer-covering one goes when its own cover
 /// has passed. The revocations read at a start leave out rows past their
-/// cover. Rows of the earlier layout, keyed by cover, are read and swept
-/// too.
+/// cover, in that table, in the earlier layout's (keyed by cover) and in
+/// the ends of layout 6; those stay until their session is deleted.
 #[tokio::test]
 async fn revocation_rows_are_swept_by_their_own_cover() {
     let (_dir, store, owner) = store_with_owner().await;
-    let long = Session {
-        access_cover_until: 5000,
+    let [long, short, older] = [(); 3].map(|_| SessionId::generate());
+    let ended = Session {
+        access_cover_until: 1700,
         ..session(&owner.id, 1000)
     };
-    let short = Session {
-        access_cover_until: 1500,
-        ..session(&owner.id, 1000)
-    };
-    let older = session(&owner.id, 1000);
-    for s in [&long, &short] {
-        store.create_session(s, None).await.unwrap();
-    }
+    store.create_session(&ended, None).await.unwrap();
     store
-        .end_sessions(&[long.id], &logout(1100), 9000)
-        .await
-        .unwrap();
-    store
-        .end_sessions(&[short.id], &logout(1200), 9000)
+        .end_sessions(&[ended.id], &logout(1100), 2500)
         .await
         .unwrap();
     {
         let txn = store.inner.db.begin_write().unwrap();
-        txn.open_table(REVOKED)
-            .unwrap()
-            .insert((1800, *older.id.as_bytes()), ())
-            .unwrap();
+        {
+            let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
+            t.append_revoked(1100, *long.as_bytes(), 5000).unwrap();
+            t.append_revoked(1200, *short.as_bytes(), 1500).unwrap();
+            t.revoked()
+                .unwrap()
+                .insert((1800, *older.as_bytes()), ())
+                .unwrap();
+        }
         txn.commit().unwrap();
     }
     let active = |now| {
@@ -1265,48 +1270,53 @@ async fn revocation_rows_are_swept_by_their_own_cover() {
             rows
         }
     };
-    let mut all = vec![(long.id, 5000), (short.id, 1500), (older.id, 1800)];
-    all.sort();
-    assert_eq!(active(1400).await, all);
-    assert_eq!(active(1600).await, {
-        let mut v = vec![(long.id, 5000), (older.id, 1800)];
+    let sorted = |mut v: Vec<(SessionId, UnixTime)>| {
         v.sort();
         v
-    });
+    };
+    assert_eq!(
+        active(1400).await,
+        sorted(vec![
+            (long, 5000),
+            (short, 1500),
+            (older, 1800),
+            (ended.id, 1700)
+        ])
+    );
+    assert_eq!(
+        active(1600).await,
+        sorted(vec![(long, 5000), (older, 1800), (ended.id, 1700)])
+    );
 
     // A batch of one from each table: the earlier layout's row, and the
     // short row behind the long one.
     let stats = store.sweep(2000, 0, 1).await.unwrap();
     assert_eq!((stats.revocations, stats.more), (2, true));
     assert_eq!(revoked_rows(&store), (0, 1));
-    assert_eq!(active(2000).await, vec![(long.id, 5000)]);
+    assert_eq!(active(2000).await, vec![(long, 5000)]);
     assert_eq!(store.sweep(2000, 0, 1).await.unwrap().revocations, 0);
+    // The end of layout 6 goes with its session.
+    assert_eq!(store.sweep(2500, 0, 10).await.unwrap().sessions, 1);
     assert_eq!(store.sweep(5000, 0, 10).await.unwrap().revocations, 1);
     assert_eq!(revoked_rows(&store), (0, 0));
     assert!(active(0).await.is_empty());
 }
 
-/// More long-covering rows in front than a pass looks at: the sweep goes
-/// on from where it stopped, reaches the row behind them, then starts
-/// again from the first row.
+/// More long-covering rows of [`REVOKED_BY_END`] in front than a pass
+/// looks at: the sweep goes on from where it stopped, reaches the row
+/// behind them, then starts again from the first row.
 #[tokio::test]
 async fn the_revocation_sweep_goes_on_from_where_it_stopped() {
-    let (_dir, store, owner) = store_with_owner().await;
-    let mut made: Vec<Session> = (0..40)
-        .map(|_| Session {
-            access_cover_until: 5000,
-            ..session(&owner.id, 1000)
-        })
-        .collect();
-    made.push(Session {
-        access_cover_until: 1500,
-        ..session(&owner.id, 1000)
-    });
-    for s in &made {
-        store.create_session(s, None).await.unwrap();
+    let (_dir, store, _owner) = store_with_owner().await;
+    let txn = store.inner.db.begin_write().unwrap();
+    {
+        let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
+        for cover in [5000; 40].into_iter().chain([1500]) {
+            let id = SessionId::generate();
+            t.append_revoked(1100, *id.as_bytes(), cover).unwrap();
+        }
     }
-    let ids: Vec<SessionId> = made.iter().map(|s| s.id).collect();
-    store.end_sessions(&ids, &logout(1100), 9000).await.unwrap();
+    txn.commit().unwrap();
     assert_eq!(revoked_rows(&store), (0, 41));
     // A batch of one looks at 16 rows a pass: 16, 32, then the short row.
     let mut removed = Vec::new();
@@ -1320,6 +1330,12 @@ async fn the_revocation_sweep_goes_on_from_where_it_stopped() {
     assert_eq!(revoked_rows(&store), (0, 0));
 }
 
+fn end_rows(store: &RedbStore) -> u64 {
+    let rt = store.inner.db.begin_read().unwrap();
+    let ends = rt.open_table(ENDS).unwrap();
+    ends.len().unwrap()
+}
+
 /// Rows in (`revoked`, `revoked_by_end`).
 fn revoked_rows(store: &RedbStore) -> (u64, u64) {
     let rt = store.inner.db.begin_read().unwrap();
@@ -1330,7 +1346,8 @@ fn revoked_rows(store: &RedbStore) -> (u64, u64) {
 
 /// Rows keyed by (time, sequence) never overwrite one another: ends of the
 /// same second in separate transactions, and several in one, each keep
-/// their deletion row and their revocation row.
+/// their deletion row and their end row (with its revocation and audit
+/// entry).
 #[tokio::test]
 async fn ends_of_one_second_keep_a_row_each() {
     let (_dir, store, owner) = store_with_owner().await;
@@ -1341,12 +1358,23 @@ async fn ends_of_one_second_keep_a_row_each() {
     let end = logout(1100);
     let ids: Vec<SessionId> = made.iter().map(|s| s.id).collect();
     store.end_sessions(&ids[..1], &end, 9000).await.unwrap();
-    // The audit row of that end goes: the next end of the same second
-    // must still not take its revocation row's key.
+    // The audit sweep passes that end's row: the next ends of the same
+    // second take keys after it, and their entries are not passed.
     assert_eq!(store.sweep(0, 1101, 100).await.unwrap().audit, 1);
     store.end_sessions(&ids[1..2], &end, 9000).await.unwrap();
     store.end_sessions(&ids[2..], &end, 9000).await.unwrap();
-    assert_eq!(revoked_rows(&store), (0, 5));
+    assert_eq!(end_rows(&store), 5);
+    let mut audited: Vec<SessionId> = store
+        .audit_log(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.session_id)
+        .collect();
+    audited.sort();
+    let mut later = ids[1..].to_vec();
+    later.sort();
+    assert_eq!(audited, later);
     let mut active = store.active_revocations(1100).await.unwrap();
     active.sort();
     let mut expected: Vec<_> = ids.iter().map(|id| (*id, 1300)).collect();
@@ -1409,6 +1437,129 @@ async fn sessions_ended_under_an_older_layout_stay_ended() {
         .is_empty());
     assert_eq!(store.sweep(9000, 0, 100).await.unwrap().sessions, 1);
     assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+}
+
+/// A file of layout 5: its ends have rows of their own in
+/// [`REVOKED_BY_END`] and [`AUDIT`], which are read and swept beside the
+/// entries that the ends of layout 6 hold; the audit sweep passes the
+/// earlier end's row without counting an entry for it.
+#[tokio::test]
+async fn ends_of_layout_5_keep_their_revocation_and_audit_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let owner = client("owner");
+    let (a, b) = (session(&owner.id, 1000), session(&owner.id, 1000));
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.insert_client(&owner).await.unwrap();
+        store.create_session(&a, None).await.unwrap();
+        store.create_session(&b, None).await.unwrap();
+        // `a` ended as a build of layout 5 ended it.
+        let txn = store.inner.db.begin_write().unwrap();
+        {
+            let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
+            let id = *a.id.as_bytes();
+            let json = serde_json::to_vec(&logout(1100)).unwrap();
+            t.ends()
+                .unwrap()
+                .insert((1100, 0), (id, 9000, json.as_slice()))
+                .unwrap();
+            t.append_revoked(1100, id, 1300).unwrap();
+            t.append_audit(&Revocation {
+                session_id: a.id,
+                client_id: owner.id.clone(),
+                subject: a.subject.clone(),
+                ended: logout(1100),
+            })
+            .unwrap();
+            t.queue_delete(9000, id).unwrap();
+            t.count_ended_live(1).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    set_layout(&path, Some(5));
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.get_session(&a.id).await.unwrap().unwrap().ended,
+        Some(logout(1100))
+    );
+    store
+        .end_sessions(&[b.id], &logout(1200), 9000)
+        .await
+        .unwrap();
+    assert_eq!(revoked_rows(&store), (0, 1), "no new revocation row");
+    let audited = |limit| {
+        let store = &store;
+        async move {
+            let log = store.audit_log(limit).await.unwrap();
+            log.iter().map(|r| r.session_id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(audited(10).await, vec![b.id, a.id]);
+    assert_eq!(audited(1).await, vec![b.id]);
+    let mut active = store.active_revocations(1250).await.unwrap();
+    active.sort();
+    let mut expected = vec![(a.id, 1300), (b.id, 1300)];
+    expected.sort();
+    assert_eq!(active, expected);
+
+    let stats = store.sweep(0, 1150, 100).await.unwrap();
+    assert_eq!(stats.audit, 1, "the audit row of `a`");
+    assert_eq!(audited(10).await, vec![b.id]);
+    assert_eq!(store.sweep(0, 1150, 100).await.unwrap().audit, 0);
+    assert_eq!(store.sweep(0, 1250, 100).await.unwrap().audit, 1);
+    assert!(audited(10).await.is_empty());
+    // The entry is out of the audit log; the end and its revocation stay.
+    assert!(store
+        .get_session(&b.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .ended
+        .is_some());
+    assert_eq!(store.active_revocations(1250).await.unwrap().len(), 2);
+    drop(store);
+    assert_eq!(layout_of(&path), Some(LAYOUT_VERSION));
+    let store = RedbStore::open(&path).unwrap();
+    let log = store.audit_log(10).await.unwrap();
+    assert!(log.is_empty(), "the audit sweep's position is kept");
+    let stats = store.sweep(9000, 0, 100).await.unwrap();
+    assert_eq!((stats.sessions, stats.revocations), (2, 1));
+    assert_eq!((end_rows(&store), revoked_rows(&store)), (0, (0, 0)));
+    assert!(store.active_revocations(0).await.unwrap().is_empty());
+}
+
+/// An end whose time is behind the audit sweep's position (a clock set
+/// back by more than the retention) still has its audit entry, in a row
+/// of its own that the sweep deletes by its time; its revocation is in
+/// its end row as any other.
+#[tokio::test]
+async fn an_end_behind_the_audit_sweep_keeps_its_entry() {
+    let (_dir, store, owner) = store_with_owner().await;
+    let (x, y) = (session(&owner.id, 1000), session(&owner.id, 1000));
+    for s in [&x, &y] {
+        store.create_session(s, None).await.unwrap();
+    }
+    store
+        .end_sessions(&[x.id], &logout(2000), 9000)
+        .await
+        .unwrap();
+    assert_eq!(store.sweep(0, 2500, 100).await.unwrap().audit, 1);
+    store
+        .end_sessions(&[y.id], &logout(1200), 9000)
+        .await
+        .unwrap();
+    let log = store.audit_log(10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].session_id, log[0].ended.at), (y.id, 1200));
+    assert_eq!(end_rows(&store), 2);
+    assert_eq!(
+        store.active_revocations(1250).await.unwrap(),
+        vec![(y.id, 1300)]
+    );
+    assert_eq!(store.sweep(0, 1100, 100).await.unwrap().audit, 0);
+    assert_eq!(store.sweep(0, 1201, 100).await.unwrap().audit, 1);
+    assert!(store.audit_log(10).await.unwrap().is_empty());
 }
 
 /// The index entry of a deleted session outlives it by the grace period,

@@ -168,17 +168,9 @@ pub(super) fn end_one(
     let keep_until = delete_after.max(s.access_cover_until);
     t.set_delete_after(&mut s, keep_until)?;
     // The record itself is left as it is (layout 5): the end is a row of
-    // its own, appended with the others of the batch.
-    t.append_end(*id.as_bytes(), ended, keep_until)?;
-    if s.access_cover_until > ended.at {
-        t.append_revoked(ended.at, *id.as_bytes(), s.access_cover_until)?;
-    }
-    t.append_audit(&Revocation {
-        session_id: s.id,
-        client_id: s.client_id.clone(),
-        subject: s.subject.clone(),
-        ended: ended.clone(),
-    })?;
+    // its own, appended with the others of the batch, and holds the
+    // revocation and the audit entry too (layout 6).
+    t.append_end(&s, ended, keep_until)?;
     Ok(Some(EndedSession {
         id: s.id,
         client_id: s.client_id,
@@ -380,15 +372,11 @@ pub(super) fn sweep_revoked(t: &mut Tables, now: UnixTime, batch: usize) -> Stor
     for key in &keys {
         t.revoked()?.remove(*key).ctx("remove revoked row")?;
     }
-    let from = revoked_cursor(t)?;
+    let from = read_cursor(&*t.meta()?, REVOKED_SWEPT_AT, REVOKED_SWEPT_SEQ)?;
     let limit = batch.saturating_mul(REVOKED_SCAN_PER_BATCH);
     let (due, last_seen, looked_at) = {
         let table = t.revoked_by_end()?;
-        let rows = match from {
-            Some(key) => table.range((Bound::Excluded(key), Bound::Unbounded)),
-            None => table.range::<(i64, u64)>(..),
-        }
-        .ctx("scan revoked")?;
+        let rows = rows_after(&*table, from, Bound::Unbounded)?;
         let (mut due, mut last_seen, mut looked_at) = (Vec::new(), None, 0);
         for row in rows.take(limit) {
             let (key, value) = row.ctx("scan revoked")?;
@@ -409,39 +397,21 @@ pub(super) fn sweep_revoked(t: &mut Tables, now: UnixTime, batch: usize) -> Stor
     // Stopped early (a full batch, or the limit): go on from there next
     // time. Reached the last row: start again from the first.
     let stopped_early = due.len() == batch || looked_at == limit;
-    set_revoked_cursor(t, if stopped_early { last_seen } else { None })?;
+    let cursor = if stopped_early { last_seen } else { None };
+    t.write_cursor(REVOKED_SWEPT_AT, REVOKED_SWEPT_SEQ, cursor)?;
     Ok(keys.len() + due.len())
 }
 
-fn revoked_cursor(t: &mut Tables) -> StoreResult<Option<(i64, u64)>> {
-    let meta = t.meta()?;
-    let at = meta.get(REVOKED_SWEPT_AT).ctx("read sweep cursor")?;
-    let seq = meta.get(REVOKED_SWEPT_SEQ).ctx("read sweep cursor")?;
-    Ok(match (at, seq) {
-        // The time's bits, stored as they are.
-        (Some(at), Some(seq)) => Some((at.value() as i64, seq.value())),
-        _ => None,
-    })
-}
-
-fn set_revoked_cursor(t: &mut Tables, key: Option<(i64, u64)>) -> StoreResult<()> {
-    let meta = t.meta()?;
-    match key {
-        Some((at, seq)) => {
-            meta.insert(REVOKED_SWEPT_AT, at as u64)
-                .ctx("write sweep cursor")?;
-            meta.insert(REVOKED_SWEPT_SEQ, seq)
-                .ctx("write sweep cursor")?;
-        }
-        None => {
-            meta.remove(REVOKED_SWEPT_AT).ctx("write sweep cursor")?;
-            meta.remove(REVOKED_SWEPT_SEQ).ctx("write sweep cursor")?;
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> StoreResult<usize> {
+/// Audit entries of ends before `before`, at most `batch` rows gone
+/// through: the rows of [`AUDIT`] (earlier layouts) are deleted; the
+/// [`ENDS`] rows, which stay with their session, are passed by a cursor
+/// ([`AUDIT_SWEPT_AT`]) that the audit log does not read behind. Returns
+/// the entries taken out and the rows gone through.
+pub(super) fn sweep_audit(
+    t: &mut Tables,
+    before: UnixTime,
+    batch: usize,
+) -> StoreResult<(usize, usize)> {
     let keys: Vec<(i64, u64)> = {
         let rows = t.audit()?.range(..(before, 0u64)).ctx("scan audit")?;
         rows.take(batch)
@@ -451,7 +421,26 @@ pub(super) fn sweep_audit(t: &mut Tables, before: UnixTime, batch: usize) -> Sto
     for key in &keys {
         t.audit()?.remove(*key).ctx("remove audit row")?;
     }
-    Ok(keys.len())
+    let from = t.audit_swept()?;
+    let (mut entries, mut passed, mut last) = (keys.len(), keys.len(), None);
+    {
+        let ends = t.ends()?;
+        let rows = rows_after(&*ends, from, Bound::Excluded((before, 0)))?;
+        for row in rows.take(batch - keys.len()) {
+            let (key, v) = row.ctx("scan ends")?;
+            let (id, _, record) = v.value();
+            passed += 1;
+            last = Some(key.value());
+            // An undecodable row (logged) is passed all the same: it
+            // must not hold up every later sweep.
+            let record = decode::<EndRecord>("ends", record).ok();
+            entries += usize::from(record.and_then(|r| r.audit_entry(id)).is_some());
+        }
+    }
+    if let Some(last) = last {
+        t.set_audit_swept(last)?;
+    }
+    Ok((entries, passed))
 }
 
 /// Returns the grants deleted and the index rows gone through.
@@ -491,20 +480,21 @@ pub(super) fn sweep(
     audit_before: UnixTime,
     batch: usize,
 ) -> StoreResult<SweepStats> {
-    // Expiry first: a session it queues for a time already past is
-    // deleted in the same pass.
+    // The audit first: an end's entry is in the row its session's
+    // deletion removes. Then expiry: a session it queues for a time
+    // already past is deleted in the same pass.
+    let (audit, audit_rows) = sweep_audit(t, audit_before, batch)?;
     let (expired, live_rows) = sweep_live(t, now, batch)?;
     let (sessions, queue_rows) = sweep_sessions(t, now, batch)?;
     let refresh_tokens = sweep_refresh(t, now, batch)?;
     let revocations = sweep_revoked(t, now, batch)?;
-    let audit = sweep_audit(t, audit_before, batch)?;
     let (grants, grant_rows) = sweep_grants(t, now, batch)?;
     let gone_through = [
         live_rows,
         queue_rows,
         refresh_tokens,
         revocations,
-        audit,
+        audit_rows,
         grant_rows,
     ];
     Ok(SweepStats {
