@@ -40,6 +40,7 @@ async fn whole_suite_on_one_shared_store() {
         c::audit_log_is_newest_first(s()),
         c::sweep_deletes_what_expired(s()),
         c::sweep_respects_batch(s()),
+        c::an_audit_entry_outlives_its_session_until_its_cutoff(s()),
         c::live_session_count_tracks_lifecycle(s()),
         c::concurrent_creates_all_land(s()),
         c::grant_put_and_get(s()),

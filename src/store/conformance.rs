@@ -89,6 +89,7 @@ macro_rules! store_conformance_tests {
             audit_log_is_newest_first,
             sweep_deletes_what_expired,
             sweep_respects_batch,
+            an_audit_entry_outlives_its_session_until_its_cutoff,
             live_session_count_tracks_lifecycle,
             concurrent_creates_all_land,
             grant_put_and_get,
@@ -1125,6 +1126,31 @@ pub async fn sweep_respects_batch(store: SharedStore) {
         assert_eq!(store.get_session(id).await.unwrap(), None);
     }
     assert!(active_among(&*store, 0, &made).await.is_empty());
+}
+
+/// An end's audit entry stays until the audit cutoff passes it, even when
+/// its session is deleted first (a deletion due in the very second the
+/// retention ends, or one set under a shorter retention).
+pub async fn an_audit_entry_outlives_its_session_until_its_cutoff(store: SharedStore) {
+    let _exclusive = GLOBAL.write().await;
+    drain_sweep_window(&*store).await;
+    let client = new_client(&*store).await;
+    let s = short_session(&client, &new_subject(), 12_000);
+    create(&*store, &s, None).await;
+    store
+        .end_sessions(&[s.id], &ended_at(12_100), 12_500)
+        .await
+        .unwrap();
+    let stats = store.sweep(12_500, 12_100, 100).await.unwrap();
+    assert_eq!((stats.sessions, stats.audit), (1, 0));
+    assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+    assert_eq!(
+        audit_of(&*store, &s.id).await.len(),
+        1,
+        "kept until its cutoff"
+    );
+    assert_eq!(store.sweep(12_500, 12_101, 100).await.unwrap().audit, 1);
+    assert!(audit_of(&*store, &s.id).await.is_empty());
 }
 
 async fn live(store: &dyn Store) -> u64 {

@@ -138,13 +138,17 @@ pub(super) fn read_active_revocations(
     }
     // Ends of layout 6 hold their cover; they stay until the session is
     // deleted, which is never before the cover has passed. An undecodable
-    // row fails the load (and so the start): skipping it would accept
-    // the access tokens of that session again.
+    // row (logged) counts as covering until the session's deletion, which
+    // is never earlier than its cover: the load neither fails nor lets the
+    // session's access tokens through.
     let t = rt.open_table(ENDS).ctx("open ends")?;
     for row in t.iter().ctx("scan ends")? {
         let (_, v) = row.ctx("scan ends")?;
-        let (id, _, record) = v.value();
-        let cover = decode::<EndCover>("ends", record)?.cover_until;
+        let (id, delete_after, record) = v.value();
+        let cover = match decode::<EndCover>("ends", record) {
+            Ok(record) => record.cover_until,
+            Err(_) => Some(delete_after),
+        };
         if let Some(until) = cover.filter(|&until| until > now) {
             out.push((SessionId::from_bytes(id), until));
         }
@@ -170,7 +174,10 @@ pub(super) fn read_audit_log(rt: &ReadTransaction, limit: usize) -> StoreResult<
         }
         let (_, v) = row.ctx("scan ends")?;
         let (id, _, record) = v.value();
-        out.extend(decode::<EndRecord>("ends", record)?.audit_entry(id));
+        // An undecodable row (logged) is left out rather than failing the
+        // whole log.
+        let record = decode::<EndRecord>("ends", record).ok();
+        out.extend(record.and_then(|r| r.audit_entry(id)));
     }
     let t = rt.open_table(AUDIT).ctx("open audit")?;
     for row in t.iter().ctx("scan audit")?.rev().take(limit) {

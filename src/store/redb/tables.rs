@@ -664,18 +664,36 @@ impl<'t> Tables<'t> {
     }
 
     /// Drops the [`ENDS`] row of session `id`, if it has one: the session
-    /// is being deleted.
+    /// is being deleted. An audit entry the audit sweep has not passed
+    /// yet (its retention, counted from the end, is not over: a session
+    /// deleted in the second its retention ends, or one whose deletion
+    /// was set under a shorter retention) moves to a row of its own in
+    /// [`AUDIT`], which the sweep deletes by its time.
     pub(super) fn remove_end(&mut self, id: Id) -> StoreResult<()> {
         let Some(key) = self.end_key(&id) else {
             return Ok(());
         };
-        let ends = self.ends()?;
-        let held_by_this = ends
-            .get(key)
-            .ctx("read end")?
-            .is_some_and(|row| row.value().0 == id);
-        if held_by_this {
-            ends.remove(key).ctx("remove end")?;
+        let unswept = self.audit_swept()?.is_none_or(|swept| key > swept);
+        let held = {
+            let ends = self.ends()?;
+            let row = ends.get(key).ctx("read end")?;
+            match row.as_ref().map(|row| row.value()) {
+                Some((row_id, _, record)) if row_id == id => Some(if unswept {
+                    // An undecodable row (logged) has no entry to keep.
+                    decode::<EndRecord>("ends", record)
+                        .ok()
+                        .and_then(|r| r.audit_entry(id))
+                } else {
+                    None
+                }),
+                _ => None,
+            }
+        };
+        if let Some(entry) = held {
+            if let Some(entry) = entry {
+                self.append_audit(&entry)?;
+            }
+            self.ends()?.remove(key).ctx("remove end")?;
         }
         self.end_changes.added.remove(&id);
         self.end_changes.removed.push(id);

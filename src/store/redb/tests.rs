@@ -1070,7 +1070,7 @@ fn recovery_replays_what_the_last_checkpoint_does_not_hold() {
     let stored = read_session(&rt, &ends, &s.id).unwrap().unwrap();
     assert_eq!(stored.ended, Some(ended));
     assert_eq!(stored.delete_after, 9000);
-    // Layout 5: the end is a row of its own; the record is as it was.
+    // Since layout 5 the end is a row of its own; the record is as it was.
     let record = load_session(&rt.open_table(SESSIONS).unwrap(), s.id.as_bytes())
         .unwrap()
         .unwrap();
@@ -1295,6 +1295,7 @@ async fn revocation_rows_are_swept_by_their_own_cover() {
     assert_eq!(revoked_rows(&store), (0, 1));
     assert_eq!(active(2000).await, vec![(long, 5000)]);
     assert_eq!(store.sweep(2000, 0, 1).await.unwrap().revocations, 0);
+    assert_eq!(end_rows(&store), 1, "past its cover, before its deletion");
     // The end of layout 6 goes with its session.
     assert_eq!(store.sweep(2500, 0, 10).await.unwrap().sessions, 1);
     assert_eq!(store.sweep(5000, 0, 10).await.unwrap().revocations, 1);
@@ -1336,6 +1337,12 @@ fn end_rows(store: &RedbStore) -> u64 {
     ends.len().unwrap()
 }
 
+fn audit_rows(store: &RedbStore) -> u64 {
+    let rt = store.inner.db.begin_read().unwrap();
+    let audit = rt.open_table(AUDIT).unwrap();
+    audit.len().unwrap()
+}
+
 /// Rows in (`revoked`, `revoked_by_end`).
 fn revoked_rows(store: &RedbStore) -> (u64, u64) {
     let rt = store.inner.db.begin_read().unwrap();
@@ -1364,6 +1371,7 @@ async fn ends_of_one_second_keep_a_row_each() {
     store.end_sessions(&ids[1..2], &end, 9000).await.unwrap();
     store.end_sessions(&ids[2..], &end, 9000).await.unwrap();
     assert_eq!(end_rows(&store), 5);
+    assert_eq!(audit_rows(&store), 0, "every entry is in its end row");
     let mut audited: Vec<SessionId> = store
         .audit_log(10)
         .await
@@ -1560,6 +1568,81 @@ async fn an_end_behind_the_audit_sweep_keeps_its_entry() {
     assert_eq!(store.sweep(0, 1100, 100).await.unwrap().audit, 0);
     assert_eq!(store.sweep(0, 1201, 100).await.unwrap().audit, 1);
     assert!(store.audit_log(10).await.unwrap().is_empty());
+}
+
+/// A sweep and an end in one transaction: the end sees the position the
+/// sweep has just moved to (the transaction's cached copy), so an end
+/// behind it keeps its audit entry in a row of its own.
+#[test]
+fn an_end_batched_after_a_sweep_sees_the_sweeps_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare_db(&dir);
+    let (mut w, _) = writer(&dir, &db);
+    let owner = client("owner");
+    let (x, y) = (session(&owner.id, 1000), session(&owner.id, 1000));
+    let mut first = vec![client_job(owner.clone()).0];
+    for s in [&x, &y] {
+        first.push(
+            job(WriteOp::CreateSession {
+                session: s.clone(),
+                refresh: None,
+            })
+            .0,
+        );
+    }
+    first.push(
+        job(WriteOp::EndSessions {
+            ids: vec![x.id],
+            ended: logout(2000),
+            delete_after: 9000,
+        })
+        .0,
+    );
+    w.run_batch(first);
+    let (sweep, mut sweep_rx) = job(WriteOp::Sweep {
+        now: 0,
+        audit_before: 2500,
+        batch: 100,
+    });
+    let (end, mut end_rx) = job(WriteOp::EndSessions {
+        ids: vec![y.id],
+        ended: logout(1200),
+        delete_after: 9000,
+    });
+    w.run_batch(vec![sweep, end]);
+    assert!(matches!(sweep_rx.try_recv(), Ok(Ok(Outcome::Swept(s))) if s.audit == 1));
+    assert!(matches!(end_rx.try_recv(), Ok(Ok(Outcome::Ended(e))) if e.len() == 1));
+    let rt = db.begin_read().unwrap();
+    let log = read_audit_log(&rt, 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].session_id, log[0].ended.at), (y.id, 1200));
+    assert_eq!(rt.open_table(AUDIT).unwrap().len().unwrap(), 1);
+}
+
+/// An end row that cannot be decoded neither stops the start nor lets its
+/// session's tokens through: its revocation lasts until the row's own
+/// deletion time. The audit log leaves it out; the audit sweep passes it.
+#[tokio::test]
+async fn an_undecodable_end_row_counts_as_revoked_until_its_deletion() {
+    let (_dir, store, _owner) = store_with_owner().await;
+    let id = SessionId::generate();
+    let txn = store.inner.db.begin_write().unwrap();
+    {
+        let mut t = Tables::open(&txn, &store.inner.ends).unwrap();
+        t.ends()
+            .unwrap()
+            .insert((1100, 0), (*id.as_bytes(), 9000, b"{not json".as_slice()))
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    assert_eq!(
+        store.active_revocations(1000).await.unwrap(),
+        vec![(id, 9000)]
+    );
+    assert!(store.audit_log(10).await.unwrap().is_empty());
+    let stats = store.sweep(0, 2000, 100).await.unwrap();
+    assert_eq!(stats.audit, 0);
+    assert!(!stats.more);
 }
 
 /// The index entry of a deleted session outlives it by the grace period,
