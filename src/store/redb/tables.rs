@@ -85,15 +85,24 @@ impl EndRecord {
         }
     }
 
-    /// The audit entry of a row of layout 6.
-    pub(super) fn audit_entry(mut self, id: Id) -> Option<Revocation> {
+    /// The audit entry of a row of layout 6, taken out of the record.
+    pub(super) fn take_audit_entry(&mut self, id: Id) -> Option<Revocation> {
         let (client_id, subject) = (self.client_id.take()?, self.subject.take()?);
         Some(Revocation {
             session_id: SessionId::from_bytes(id),
             client_id,
             subject,
-            ended: self.ended(),
+            ended: Ended {
+                at: self.at,
+                reason: self.reason,
+                by: self.by.clone(),
+            },
         })
+    }
+
+    /// The audit entry of a row of layout 6.
+    pub(super) fn audit_entry(mut self, id: Id) -> Option<Revocation> {
+        self.take_audit_entry(id)
     }
 }
 
@@ -443,8 +452,7 @@ pub(super) fn rows_after<V: redb::Value + 'static>(
     before: Bound<(i64, u64)>,
 ) -> StoreResult<redb::Range<'_, (i64, u64), V>> {
     let empty = match (after, before) {
-        (Some(a), Bound::Excluded(b)) => a >= b,
-        (Some(a), Bound::Included(b)) => a >= b,
+        (Some(a), Bound::Excluded(b) | Bound::Included(b)) => a >= b,
         _ => false,
     };
     // An empty range where the bounds cross.
@@ -646,13 +654,9 @@ impl<'t> Tables<'t> {
             // retention a sweep has applied: a clock set back), where the
             // audit log does not read: the entry gets a row of its own,
             // which the sweep deletes by its time.
-            self.append_audit(&Revocation {
-                session_id: s.id,
-                client_id: s.client_id.clone(),
-                subject: s.subject.clone(),
-                ended: ended.clone(),
-            })?;
-            (record.client_id, record.subject) = (None, None);
+            if let Some(entry) = record.take_audit_entry(id) {
+                self.append_audit(&entry)?;
+            }
         }
         let bytes = encode("ends", &record)?;
         self.ends()?
